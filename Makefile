@@ -1,0 +1,25 @@
+# genser: `make demo` runs the main recipe on the embedded synthetic corpus, `make test` runs the
+# test suite. Both install the environment on first use (tools/install.sh; a no-op afterwards).
+SHELL := /bin/bash
+
+# The python that tools/install.sh installs into (same order of choice as the script).
+ifneq ($(GENSER_PYTHON),)
+PYTHON ?= $(GENSER_PYTHON)
+else ifneq ($(GENSER_VENV),)
+PYTHON ?= $(GENSER_VENV)/bin/python
+else ifneq ($(VIRTUAL_ENV),)
+PYTHON ?= $(VIRTUAL_ENV)/bin/python
+else
+PYTHON ?= tools/venv/bin/python
+endif
+
+.PHONY: install demo test
+
+install:
+	bash tools/install.sh
+
+demo: install
+	cd egs/synth && ./run.sh
+
+test: install
+	$(PYTHON) -m pytest tests -q

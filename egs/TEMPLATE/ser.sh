@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Gen-SER recipe: the stages shared by every corpus (ESPnet egs2/TEMPLATE idiom).
+# A corpus recipe is a thin run.sh that calls this script; only local/data.sh knows the corpus.
+#
+#   stage 0: data prep      local/data.sh               -> data/all (validated Kaldi data dir)
+#   stage 1: features       genser.bin.extract_feats    -> dump/<feat_tag>/feats.scp + feats.yaml
+#   stage 2: labels, codes  genser.bin.make_labels      -> <expdir>/labels.txt, folds.txt, codes log
+#   stage 3: training       genser.bin.train            -> <expdir>/<model>/fold_<f>/model.pt
+#   stage 4: decoding       genser.bin.decode           -> .../fold_<f>/decode_<setting>/hyp.tsv
+#   stage 5: scoring        genser.bin.score            -> <expdir>/RESULTS.md (+ PNGs)
+set -e
+set -u
+set -o pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
+}
+SECONDS=0
+
+# General options
+stage=0               # First stage to run.
+stop_stage=100        # Last stage to run.
+nj=4                  # Number of parallel feature-extraction jobs.
+train_nj=1            # Number of folds trained at the same time.
+python=python3        # Python interpreter (path.sh puts the genser venv first on PATH).
+
+# Data options
+task=emotion          # Classification task: emotion | gender.
+corpus_dir=           # Corpus root, passed to local/data.sh as --corpus_dir when set.
+local_data_opts=      # Extra options for local/data.sh.
+data_dir=data/all     # Data directory written by stage 0.
+
+# Feature options
+frontend=fbank        # s3prl upstream name (fbank, mfcc, wavlm_large, wavlm_local, ...).
+frontend_path=        # Checkpoint for s3prl *_local upstreams.
+frontend_conf=        # YAML frontend spec (e.g. a transformers folder); overrides --frontend.
+feat_layers=all       # Layers to keep: all, or a list such as "0 3 5".
+feat_pooling=none     # none (frame sequences) or mean (per-layer utterance mean).
+feat_dtype=float32    # Storage dtype: float32 | float16.
+feat_tag=             # Name of the feature dump; derived from the frontend when empty.
+extract_batch_size=8  # Utterances per frontend forward pass.
+device=cpu            # Device for extraction, training and decoding (cpu, cuda).
+
+# Training options
+train_config=conf/train.yaml  # Training/model configuration (YAML).
+models="genser classifier"    # Models to train side by side: genser and/or classifier.
+folds=all             # Test folds to run: all, or a list such as "1 2".
+seed=0                # Random seed.
+train_nproc=1         # Processes per fold for torchrun DDP training (>1 enables DDP).
+train_args=           # Extra arguments for genser.bin.train (e.g. "--epochs 5").
+exp_tag=              # Suffix for the experiment directory.
+
+# Decoding options
+nsteps="1"            # Gen-SER sampling steps: one value or a list for the ablation, e.g. "1 3 10".
+eta=0.0               # Stochasticity of the sampler: one value or a list, e.g. "0.0 0.5".
+decode_args=          # Extra arguments for genser.bin.decode.
+
+help_message=$(cat <<HELP
+Usage: $0 [options]
+  Runs the Gen-SER stages 0-5 for the corpus of the calling recipe directory.
+HELP
+)
+
+log "$0 $*"
+run_args=$(printf '%q ' "$0" "$@")
+. utils/parse_options.sh || exit 2
+. ./path.sh
+. ./cmd.sh
+
+case "${task}" in
+    emotion) attr=emo ;;
+    gender) attr=gender ;;
+    *) log "Error: --task must be emotion or gender, got '${task}'"; exit 2 ;;
+esac
+
+if [ -z "${feat_tag}" ]; then
+    if [ -n "${frontend_conf}" ]; then
+        feat_tag=$(basename "${frontend_conf}" .yaml)
+    else
+        feat_tag=${frontend}
+    fi
+    [ "${feat_layers}" != all ] && feat_tag+="_l$(echo "${feat_layers}" | tr ' ' '-')"
+    [ "${feat_pooling}" != none ] && feat_tag+="_${feat_pooling}"
+    [ "${feat_dtype}" != float32 ] && feat_tag+="_${feat_dtype}"
+fi
+feat_dir=dump/${feat_tag}
+expdir=exp/${task}_${feat_tag}${exp_tag:+_${exp_tag}}
+
+# Fails with a message naming the missing file and the stage that makes it.
+require() {
+    local file=$1 maker=$2
+    if [ ! -e "${file}" ]; then
+        log "Error: ${file} is missing; it is made by stage ${maker} (run with --stage ${maker})."
+        exit 1
+    fi
+}
+
+# Prints the error logs of a failed parallel step, as ESPnet does.
+show_failed_logs() {
+    local pattern=$1 f
+    for f in ${pattern}; do
+        if [ -f "${f}" ] && grep -q "exit code [1-9]\|^# Accounting: status=[1-9]\|Traceback\|Error" "${f}"; then
+            log "---- ${f} (last 20 lines) ----"
+            tail -n 20 "${f}" >&2
+        fi
+    done
+}
+
+if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
+    log "Stage 0: data preparation (local/data.sh) -> ${data_dir}"
+    # shellcheck disable=SC2086
+    local/data.sh ${corpus_dir:+--corpus_dir "${corpus_dir}"} ${local_data_opts}
+    utils/validate_data_dir.sh "${data_dir}"
+fi
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    require "${data_dir}/wav.scp" 0
+    log "Stage 1: feature extraction (${feat_tag}, nj=${nj}) ${data_dir} -> ${feat_dir}"
+    mkdir -p "${feat_dir}/log"
+    if [ -n "${frontend_conf}" ]; then
+        frontend_opts="--frontend_conf ${frontend_conf}"
+    else
+        frontend_opts="--frontend ${frontend}${frontend_path:+ --frontend_path ${frontend_path}}"
+    fi
+    utils/split_data.sh "${data_dir}" "${nj}"
+    # Each job skips itself when its .done marker exists, so a re-run redoes only unfinished jobs.
+    # shellcheck disable=SC2086
+    ${extract_cmd} JOB=1:"${nj}" "${feat_dir}/log/extract.JOB.log" \
+        ${python} -m genser.bin.extract_feats \
+            --data_dir "${data_dir}/split${nj}/JOB" --out_dir "${feat_dir}" --job JOB --nj "${nj}" \
+            ${frontend_opts} --layers "${feat_layers}" --pooling "${feat_pooling}" \
+            --dtype "${feat_dtype}" --batch_size "${extract_batch_size}" --device "${device}" \
+        || { show_failed_logs "${feat_dir}/log/extract.*.log"; exit 1; }
+    ${python} -m genser.bin.extract_feats --merge --out_dir "${feat_dir}" --nj "${nj}" \
+        --data_dir "${data_dir}" 2>&1 | tee "${feat_dir}/log/merge.log"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    require "${data_dir}/utt2${attr}" 0
+    log "Stage 2: label list, folds and taxonomy codes -> ${expdir}"
+    mkdir -p "${expdir}"
+    ${python} -m genser.bin.make_labels --data_dir "${data_dir}" --task "${task}" \
+        --folds "${folds}" --config "${train_config}" --out_dir "${expdir}" 2>&1 \
+        | tee "${expdir}/make_labels.log"
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    require "${feat_dir}/feats.scp" 1
+    require "${expdir}/labels.txt" 2
+    log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
+    # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
+    echo "cd $(pwd) && ${run_args}--stage 3" > "${expdir}/run.sh"; chmod +x "${expdir}/run.sh"
+    nfolds=$(wc -l < "${expdir}/folds.txt")
+    if [ "${train_nproc}" -gt 1 ]; then
+        launcher="torchrun --standalone --nnodes 1 --nproc_per_node ${train_nproc} -m genser.bin.train"
+    else
+        launcher="${python} -m genser.bin.train"
+    fi
+    for model in ${models}; do
+        mkdir -p "${expdir}/${model}/log"
+        # One job per fold; JOB indexes folds.txt. Finished folds return at once (train.done).
+        # shellcheck disable=SC2086
+        ${train_cmd} --max-jobs-run "${train_nj}" JOB=1:"${nfolds}" "${expdir}/${model}/log/train.JOB.log" \
+            ${launcher} --config "${train_config}" --model "${model}" \
+                --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
+                --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
+                --exp_dir "${expdir}/${model}" --seed "${seed}" --device "${device}" ${train_args} \
+            || { show_failed_logs "${expdir}/${model}/log/train.*.log"; exit 1; }
+    done
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    require "${expdir}/folds.txt" 2
+    log "Stage 4: decoding (nsteps: ${nsteps}; eta: ${eta})"
+    for model in ${models}; do
+        while read -r fold; do
+            require "${expdir}/${model}/fold_${fold}/model.pt" 3
+            # shellcheck disable=SC2086
+            ${decode_cmd} "${expdir}/${model}/fold_${fold}/decode.log" \
+                ${python} -m genser.bin.decode --model_dir "${expdir}/${model}/fold_${fold}" \
+                    --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
+                    --nsteps "${nsteps}" --eta "${eta}" --seed "${seed}" --device "${device}" \
+                    ${decode_args} \
+                || { show_failed_logs "${expdir}/${model}/fold_${fold}/decode.log"; exit 1; }
+        done < "${expdir}/folds.txt"
+    done
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    require "${expdir}/folds.txt" 2
+    log "Stage 5: scoring -> ${expdir}/RESULTS.md"
+    ${python} -m genser.bin.score --exp_dir "${expdir}" --out "${expdir}/RESULTS.md"
+fi
+
+log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -1,0 +1,128 @@
+"""Audio reading for data dirs: soundfile I/O, down-mixing and resampling to a target rate."""
+import io
+import logging
+import subprocess
+from collections import Counter
+
+import numpy as np
+import soundfile as sf
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class AudioError(Exception):
+    """Audio that cannot be used; the message names the utterance id and the path."""
+
+
+class AudioReader:
+    """Reads utterances as mono float32 tensors at ``target_sr``.
+
+    ``reader(utt, path, start=None, end=None)`` returns a 1-D FloatTensor in [-1, 1].  ``start``
+    and ``end`` are seconds (Kaldi ``segments``).  ``path`` may also be a Kaldi pipe
+    (``"cmd ... |"``) writing a wav to stdout.  Each kind of conversion (resampling from a
+    given rate, down-mixing, clipping) is logged once per reader and counted in ``conversions``.
+    """
+
+    def __init__(self, target_sr=16000):
+        if int(target_sr) <= 0:
+            raise ValueError(f"target_sr must be positive, got {target_sr}")
+        self.target_sr = int(target_sr)
+        self.conversions = Counter()
+        self._resamplers = {}
+
+    def __call__(self, utt, path, start=None, end=None):
+        data, sr = self._read(utt, path, start, end)
+        if data.ndim != 2 or data.shape[0] == 0:
+            raise AudioError(f"utt {utt}: empty audio (0 samples) in {path}"
+                             + (f" [{start}, {end}]" if start is not None else ""))
+        if not np.isfinite(data).all():
+            raise AudioError(f"utt {utt}: non-finite samples in {path}")
+        if data.shape[1] > 1:
+            self._note(f"downmix {data.shape[1]}ch", f"down-mixing {data.shape[1]}-channel audio to "
+                       f"mono (first: utt {utt}, {path})")
+            data = data.mean(axis=1, keepdims=True)
+        wav = torch.from_numpy(np.ascontiguousarray(data[:, 0], dtype=np.float32))
+        if sr != self.target_sr:
+            self._note(f"resample {sr}", f"resampling {sr} Hz -> {self.target_sr} Hz (first: utt "
+                       f"{utt}, {path})")
+            wav = self._resample(wav, sr)
+        peak = float(wav.abs().max()) if wav.numel() else 0.0
+        if peak > 1.0:
+            self._note("clip", f"clipping samples outside [-1, 1] (first: utt {utt}, {path}, "
+                       f"peak {peak:.3f})")
+            wav = wav.clamp_(-1.0, 1.0)
+        return wav
+
+    def _note(self, kind, message):
+        if self.conversions[kind] == 0:
+            logger.info(message)
+        self.conversions[kind] += 1
+
+    def _read(self, utt, path, start, end):
+        src = str(path)
+        try:
+            if src.rstrip().endswith("|"):
+                src = io.BytesIO(_run_pipe(utt, src))
+            info = sf.info(src)
+            if isinstance(src, io.BytesIO):
+                src.seek(0)
+            sr = int(info.samplerate)
+            first = 0 if start is None else int(round(float(start) * sr))
+            last = None if end is None or float(end) < 0 else int(round(float(end) * sr))
+            if first < 0 or (last is not None and last < first):
+                raise AudioError(f"utt {utt}: bad segment [{start}, {end}] for {path}")
+            if first > info.frames:
+                raise AudioError(f"utt {utt}: segment start {start} s is past the end "
+                                 f"({info.frames / sr:.3f} s) of {path}")
+            data, sr = sf.read(src, start=first, stop=last, dtype="float32", always_2d=True)
+        except AudioError:
+            raise
+        except FileNotFoundError as exc:
+            raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+            if not src or (isinstance(src, str) and not _exists(src)):
+                raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
+            raise AudioError(f"utt {utt}: cannot read audio {path}: {exc}") from exc
+        return data, int(sr)
+
+    def _resample(self, wav, sr):
+        from genser.compat import import_torchaudio
+
+        key = int(sr)
+        if key not in self._resamplers:
+            ta = import_torchaudio()
+            self._resamplers[key] = ta.transforms.Resample(key, self.target_sr)
+        with torch.no_grad():
+            return self._resamplers[key](wav.unsqueeze(0)).squeeze(0).contiguous()
+
+    # ``reader.read(...)`` reads more naturally in some call sites.
+    read = __call__
+
+
+def _exists(path):
+    import os
+
+    return os.path.exists(path)
+
+
+def _run_pipe(utt, command):
+    """Runs a Kaldi wav.scp pipe ("sox x.flac -t wav - |") and returns its stdout."""
+    cmd = command.rstrip()[:-1]
+    proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()[-500:]
+        raise AudioError(f"utt {utt}: pipe command failed (exit {proc.returncode}): {command}: {err}")
+    return proc.stdout
+
+
+def write_wav(path, wav, sr, subtype="PCM_16"):
+    """Writes a 1-D float array/tensor in [-1, 1] as a wav file, atomically."""
+    from genser.fileio import atomic_open
+
+    if isinstance(wav, torch.Tensor):
+        wav = wav.detach().cpu().numpy()
+    wav = np.asarray(wav)
+    with atomic_open(path, "wb") as f:
+        sf.write(f, wav, int(sr), subtype=subtype, format="WAV")

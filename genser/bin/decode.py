@@ -1,0 +1,100 @@
+"""Decode the test utterances of one trained fold (stage 4), for one or several sampler settings.
+
+    python -m genser.bin.decode --model_dir exp/x/genser/fold_1 --feat_dir dump/fbank \
+        --data_dir data/all --task emotion --nsteps "1 3 10" --eta "0.0 0.5"
+
+Writes <model_dir>/decode_nsteps<N>_eta<E>/hyp.tsv for Gen-SER and decode_argmax/hyp.tsv for
+the classifier: utt, ref, hyp and one posterior column per label. No retraining is involved, so
+stage 4 can be re-run with other --nsteps values at will.
+"""
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from genser.bin.common import load_config, setup_logging
+from genser.bin.train import targets_of
+from genser.datadir import ATTR_OF_TASK, load_data_dir
+from genser.features import FeatureDataset, FeatureReader, pad_collate
+from genser.fileio import atomic_open
+from genser.metrics import summarize
+from genser.models import load_model
+
+log = logging.getLogger("genser.decode")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file with any option below")
+    p.add_argument("--model_dir", required=True, help="fold directory of stage 3 (model.pt, test.list)")
+    p.add_argument("--feat_dir", required=True)
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
+    p.add_argument("--nsteps", default="1", help="sampling steps, one value or a list: \"1 3 10\"")
+    p.add_argument("--eta", default="0.0", help="sampler stochasticity, one value or a list: \"0.0 0.5\"")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def settings_of(kind, nsteps, eta):
+    """(directory name, nsteps, eta) per decoding setting; the classifier has a single one."""
+    if kind != "genser":
+        return [("argmax", 1, 0.0)]
+    steps = [int(n) for n in str(nsteps).split()]
+    etas = [float(e) for e in str(eta).split()]
+    if not steps or min(steps) < 1:
+        raise ValueError(f"--nsteps must list positive integers, got {nsteps!r}")
+    if not etas or min(etas) < 0:
+        raise ValueError(f"--eta must list non-negative numbers, got {eta!r}")
+    return [(f"nsteps{n}_eta{e}", n, e) for n in steps for e in etas]
+
+
+@torch.no_grad()
+def decode(model, loader, *, nsteps, eta, generator, device):
+    preds, scores = [], []
+    for feats, lengths, _ in loader:
+        out = model.predict(feats.to(device), lengths.to(device), nsteps=nsteps, eta=eta, generator=generator)
+        preds.append(out["pred"].cpu())
+        scores.append(out["scores"].cpu())
+    return torch.cat(preds).tolist(), torch.cat(scores).tolist()
+
+
+def write_hyp(path, utts, refs, preds, scores, labels):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as f:
+        f.write("\t".join(["utt", "ref", "hyp", *labels]) + "\n")
+        for utt, ref, pred, row in zip(utts, refs, preds, scores):
+            f.write("\t".join([utt, labels[ref], labels[pred], *(f"{s:.6f}" for s in row)]) + "\n")
+
+
+def main(argv=None):
+    params = load_config(get_parser(), argv)
+    setup_logging()
+    model_dir = Path(params.model_dir)
+    for needed in ("model.pt", "test.list"):
+        if not (model_dir / needed).exists():
+            raise SystemExit(f"error: {model_dir / needed} is missing; it is made by stage 3 (training)")
+    device = torch.device(params.device)
+    model, extra = load_model(model_dir / "model.pt", map_location=device)
+    model.to(device).eval()
+    if extra.get("task", params.task) != params.task:
+        raise SystemExit(f"error: {model_dir}/model.pt was trained for task {extra['task']}, not {params.task}")
+    utts = (model_dir / "test.list").read_text().split()
+    refs = targets_of(load_data_dir(params.data_dir), params.task, model.labels, utts, params.data_dir)
+    loader = DataLoader(FeatureDataset(FeatureReader(params.feat_dir), utts, refs),
+                        batch_size=params.batch_size, collate_fn=pad_collate)
+    for name, nsteps, eta in settings_of(model.kind, params.nsteps, params.eta):
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+        preds, scores = decode(model, loader, nsteps=nsteps, eta=eta, generator=generator, device=device)
+        write_hyp(model_dir / f"decode_{name}" / "hyp.tsv", utts, refs, preds, scores, model.labels)
+        stats = summarize(refs, preds, len(model.labels))
+        log.info("%s %s: UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name,
+                 100 * stats["ua"], 100 * stats["wa"], 100 * stats["macro_f1"], len(utts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,545 @@
+"""Kaldi-style data directories: one text file per attribute, keyed by utterance id.
+
+Files: ``wav.scp`` (utt path, or rec path with ``segments``), ``utt2spk``, ``spk2utt``,
+``utt2emo``, ``utt2gender`` (m/f), ``utt2fold``, optional ``segments`` (utt rec start end) and
+``utt2dur``; label lists ``labels.emo``, ``labels.gender`` fix the class order.  All keyed files
+are sorted in C-locale order, as Kaldi's ``utils/validate_data_dir.sh`` requires.
+"""
+import logging
+import math
+import random
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genser.fileio import read_kv, read_list, write_kv, write_list
+
+logger = logging.getLogger(__name__)
+
+ATTR_OF_TASK = {"emotion": "emo", "gender": "gender"}
+# attribute -> file name of the per-utterance files genser knows.
+UTT_FILES = {"spk": "utt2spk", "emo": "utt2emo", "gender": "utt2gender", "fold": "utt2fold",
+             "dur": "utt2dur"}
+LABELLED_ATTRS = ("emo", "gender")
+GENDERS = ("f", "m")
+# Fold names that are never test folds (fixed partitions of a corpus).
+NON_TEST_FOLDS = ("train", "dev")
+_RECORD_KEYS = {"utt", "path", "spk", "emo", "gender", "fold", "dur", "rec", "start", "end"}
+
+
+class DataDirError(ValueError):
+    """A data dir with problems; ``problems`` lists them, each naming the id and the file."""
+
+    def __init__(self, data_dir, problems, max_shown=200):
+        self.data_dir = Path(data_dir)
+        self.problems = list(problems)
+        shown = self.problems[:max_shown]
+        more = len(self.problems) - len(shown)
+        msg = f"data dir {data_dir} has {len(self.problems)} problem(s):\n" + "\n".join(
+            f"  - {p}" for p in shown)
+        if more:
+            msg += f"\n  ... and {more} more"
+        super().__init__(msg)
+
+
+@dataclass
+class DataDir:
+    """A loaded data dir. Per-utterance attributes are dicts keyed by utterance id."""
+
+    path: Path
+    wav: dict  # utt -> path (or rec -> path when segments exist)
+    spk: dict
+    emo: dict = field(default_factory=dict)
+    gender: dict = field(default_factory=dict)
+    fold: dict = field(default_factory=dict)
+    dur: dict = field(default_factory=dict)  # utt -> float seconds
+    segments: dict = field(default_factory=dict)  # utt -> (rec, start, end)
+    label_lists: dict = field(default_factory=dict)  # attr -> [labels] from labels.<attr>
+    extra: dict = field(default_factory=dict)  # other utt2<name> files: name -> {utt: value}
+
+    @property
+    def utts(self):
+        """Sorted utterance ids (those of utt2spk)."""
+        return sorted(self.spk)
+
+    def __len__(self):
+        return len(self.spk)
+
+    def attr(self, name):
+        """The dict of attribute ``name`` (``emo``, ``gender``, ``fold``, ... or an extra one)."""
+        name = ATTR_OF_TASK.get(name, name)
+        if name in UTT_FILES:
+            return getattr(self, name)
+        if name in self.extra:
+            return self.extra[name]
+        raise KeyError(f"data dir {self.path} has no utt2{name}")
+
+    def labels(self, task):
+        """Class list for ``task`` (``emotion``/``gender`` or an attribute name), in fixed order."""
+        attr = ATTR_OF_TASK.get(task, task)
+        if attr in self.label_lists:
+            return list(self.label_lists[attr])
+        values = self.attr(attr)
+        if not values:
+            raise ValueError(f"data dir {self.path}: no utt2{attr} for task {task!r}")
+        return sorted(set(values.values()))
+
+    def targets(self, task, utts=None):
+        """Integer class index of each utterance for ``task`` (raises naming an unknown label)."""
+        attr = ATTR_OF_TASK.get(task, task)
+        labels = self.labels(task)
+        index = {lab: i for i, lab in enumerate(labels)}
+        values = self.attr(attr)
+        out = []
+        for utt in self.utts if utts is None else utts:
+            if values.get(utt) not in index:
+                raise ValueError(f"utt {utt}: label {values.get(utt)!r} of utt2{attr} in {self.path} "
+                                 f"is not in labels.{attr} {labels}")
+            out.append(index[values[utt]])
+        return out
+
+    def spk2utt(self):
+        """Speaker -> sorted list of its utterances."""
+        out = defaultdict(list)
+        for utt in self.utts:
+            out[self.spk[utt]].append(utt)
+        return dict(sorted(out.items()))
+
+    def audio(self, utt):
+        """(path, start, end) of an utterance; start/end are None without segments."""
+        if utt in self.segments:
+            rec, start, end = self.segments[utt]
+            if rec not in self.wav:
+                raise KeyError(f"utt {utt}: recording {rec} of segments not in {self.path}/wav.scp")
+            return self.wav[rec], start, end
+        if utt not in self.wav:
+            raise KeyError(f"utt {utt} not in {self.path}/wav.scp")
+        return self.wav[utt], None, None
+
+    def subset(self, utts):
+        """A new DataDir restricted to ``utts`` (path unchanged)."""
+        keep = set(utts)
+        unknown = sorted(keep - set(self.spk))
+        if unknown:
+            raise KeyError(f"utts not in {self.path}: {unknown[:5]}")
+
+        def sub(d):
+            return {k: v for k, v in d.items() if k in keep}
+
+        segments = sub(self.segments)
+        if segments:
+            recs = {rec for rec, _, _ in segments.values()}
+            wav = {k: v for k, v in self.wav.items() if k in recs}
+        else:
+            wav = sub(self.wav)
+        return DataDir(path=self.path, wav=wav, spk=sub(self.spk), emo=sub(self.emo),
+                       gender=sub(self.gender), fold=sub(self.fold), dur=sub(self.dur),
+                       segments=segments, label_lists=dict(self.label_lists),
+                       extra={k: sub(v) for k, v in self.extra.items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing and loading
+# ----------------------------------------------------------------------------------------------
+def _check_id(value, what, where):
+    s = str(value)
+    if not s or any(c.isspace() for c in s):
+        raise ValueError(f"{where}: invalid {what} {s!r} (empty or containing whitespace)")
+    return s
+
+
+def write_data_dir(data_dir, records, labels=None):
+    """Writes a data dir from ``records`` (dicts: utt, path, spk [, emo, gender, fold, dur,
+    rec, start, end]).  ``labels`` = {"emo": [...], "gender": [...]} fixes the class order;
+    without it the sorted set of values is written.  Returns the data dir Path.
+    """
+    data_dir = Path(data_dir)
+    records = list(records)
+    if not records:
+        raise ValueError(f"write_data_dir({data_dir}): no records")
+    per_attr = defaultdict(dict)
+    wav, segments, seen = {}, {}, set()
+    for i, rec in enumerate(records):
+        where = f"record {i} for {data_dir}"
+        unknown = set(rec) - _RECORD_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(_RECORD_KEYS)})")
+        for key in ("utt", "path", "spk"):
+            if rec.get(key) in (None, ""):
+                raise ValueError(f"{where}: missing {key!r}")
+        utt = _check_id(rec["utt"], "utterance id", where)
+        if utt in seen:
+            raise ValueError(f"{where}: duplicate utterance id {utt}")
+        seen.add(utt)
+        per_attr["spk"][utt] = _check_id(rec["spk"], "speaker id", f"utt {utt}")
+        for attr in ("emo", "gender", "fold"):
+            if rec.get(attr) is not None:
+                per_attr[attr][utt] = _check_id(rec[attr], attr, f"utt {utt}")
+        if rec.get("dur") is not None:
+            per_attr["dur"][utt] = f"{float(rec['dur']):.3f}"
+        if rec.get("rec") is not None:
+            rid = _check_id(rec["rec"], "recording id", f"utt {utt}")
+            if rid in wav and wav[rid] != str(rec["path"]):
+                raise ValueError(f"utt {utt}: recording {rid} has two paths: {wav[rid]} and {rec['path']}")
+            wav[rid] = str(rec["path"])
+            start = float(rec.get("start") or 0.0)
+            end = float(rec["end"]) if rec.get("end") is not None else -1.0
+            segments[utt] = f"{rid} {start:.3f} {end:.3f}"
+        else:
+            if rec.get("start") is not None or rec.get("end") is not None:
+                raise ValueError(f"utt {utt}: start/end given without 'rec'")
+            wav[utt] = str(rec["path"])
+    if segments and len(segments) != len(seen):
+        raise ValueError(f"{data_dir}: either all records or none must have 'rec' (segments)")
+    for attr in ("emo", "gender", "fold", "dur"):
+        if per_attr[attr] and len(per_attr[attr]) != len(seen):
+            missing = sorted(seen - set(per_attr[attr]))
+            raise ValueError(f"{data_dir}: {attr} given for some records but not for utts "
+                             f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if per_attr["gender"]:
+        bad = sorted(u for u, g in per_attr["gender"].items() if g not in GENDERS)
+        if bad:
+            raise ValueError(f"{data_dir}: gender must be one of {GENDERS}; utt {bad[0]} has "
+                             f"{per_attr['gender'][bad[0]]!r}")
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Remove stale optional files so the dir describes exactly these records.
+    for name in ("segments", "utt2emo", "utt2gender", "utt2fold", "utt2dur", "labels.emo",
+                 "labels.gender"):
+        (data_dir / name).unlink(missing_ok=True)
+    write_kv(data_dir / "wav.scp", wav)
+    if segments:
+        write_kv(data_dir / "segments", segments)
+    for attr, name in UTT_FILES.items():
+        if per_attr[attr]:
+            write_kv(data_dir / name, per_attr[attr])
+    write_kv(data_dir / "spk2utt", spk2utt_of(per_attr["spk"]))
+    labels = dict(labels or {})
+    for attr in LABELLED_ATTRS:
+        if attr in labels:
+            write_list(data_dir / f"labels.{attr}", labels[attr])
+        elif per_attr[attr]:
+            write_list(data_dir / f"labels.{attr}", sorted(set(per_attr[attr].values())))
+    return data_dir
+
+
+def spk2utt_of(utt2spk):
+    """{spk: "utt1 utt2 ..."} from {utt: spk}, utterances sorted."""
+    out = defaultdict(list)
+    for utt in sorted(utt2spk):
+        out[utt2spk[utt]].append(utt)
+    return {spk: " ".join(utts) for spk, utts in out.items()}
+
+
+def load_data_dir(data_dir):
+    """Reads a data dir into a DataDir (no cross-file validation: see validate_data_dir)."""
+    data_dir = Path(data_dir)
+    for name in ("wav.scp", "utt2spk"):
+        if not (data_dir / name).is_file():
+            raise DataDirError(data_dir, [f"{data_dir / name}: missing (required file)"])
+    kw = {"path": data_dir, "wav": read_kv(data_dir / "wav.scp")}
+    for attr, name in UTT_FILES.items():
+        p = data_dir / name
+        kw[attr] = read_kv(p) if p.is_file() else {}
+    kw["dur"] = {u: _float(v, u, data_dir / "utt2dur") for u, v in kw["dur"].items()}
+    segments = {}
+    if (data_dir / "segments").is_file():
+        seg_path = data_dir / "segments"
+        for utt, value in read_kv(seg_path).items():
+            parts = value.split()
+            if len(parts) != 3:
+                raise DataDirError(data_dir, [f"{seg_path}: utt {utt}: expected 'utt rec start end', "
+                                              f"got {utt} {value!r}"])
+            segments[utt] = (parts[0], _float(parts[1], utt, seg_path), _float(parts[2], utt, seg_path))
+    kw["segments"] = segments
+    kw["label_lists"] = {attr: read_list(data_dir / f"labels.{attr}") for attr in LABELLED_ATTRS
+                         if (data_dir / f"labels.{attr}").is_file()}
+    known = set(UTT_FILES.values())
+    kw["extra"] = {p.name[len("utt2"):]: read_kv(p) for p in sorted(data_dir.glob("utt2*"))
+                   if p.is_file() and p.name not in known}
+    return DataDir(**kw)
+
+
+def _float(value, utt, path):
+    try:
+        return float(value)
+    except ValueError:
+        raise DataDirError(path.parent, [f"{path}: utt {utt}: not a number: {value!r}"]) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+def _scan(path, problems, nfields=None):
+    """Tolerant reader: returns {key: value}, reporting empty/duplicate/unsorted ids and field counts."""
+    out, prev, unsorted_reported = {}, None, False
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                problems.append(f"{path}:{lineno}: empty line")
+                continue
+            if line[0].isspace():
+                problems.append(f"{path}:{lineno}: empty id (line starts with whitespace)")
+                continue
+            parts = line.split(None, 1)
+            key, value = parts[0], (parts[1].strip() if len(parts) > 1 else "")
+            nf = 1 + len(value.split())
+            if nfields is not None and nf != nfields:
+                problems.append(f"{path}:{lineno}: id {key}: expected {nfields} fields, got {nf}")
+            elif nfields is None and not value:
+                problems.append(f"{path}:{lineno}: id {key}: no value")
+            if key in out:
+                problems.append(f"{path}:{lineno}: duplicate id {key}")
+                continue
+            if prev is not None and key.encode() < prev.encode() and not unsorted_reported:
+                problems.append(f"{path}:{lineno}: not sorted: id {key} comes after {prev} "
+                                "(sort with LC_ALL=C sort)")
+                unsorted_reported = True
+            prev = key
+            out[key] = value
+    return out
+
+
+def _diff_ids(ref, other, ref_name, other_name, problems, what="utt"):
+    missing = sorted(set(ref) - set(other))
+    extra = sorted(set(other) - set(ref))
+    for u in missing:
+        problems.append(f"{other_name}: {what} {u} of {ref_name} is missing")
+    for u in extra:
+        problems.append(f"{other_name}: {what} {u} is not in {ref_name}")
+
+
+def validate_data_dir(data_dir, check_audio=False):
+    """Raises DataDirError listing every problem found; returns None for a valid dir.
+
+    With ``check_audio`` every wav.scp path (not pipes) must exist and be readable by soundfile,
+    and segment ends must lie within the recording.
+    """
+    data_dir = Path(data_dir)
+    problems = []
+    if not data_dir.is_dir():
+        raise DataDirError(data_dir, [f"{data_dir}: not a directory"])
+    for name in ("wav.scp", "utt2spk", "spk2utt"):
+        if not (data_dir / name).is_file():
+            hint = " (make it with utils/utt2spk_to_spk2utt.sh)" if name == "spk2utt" else ""
+            problems.append(f"{data_dir / name}: missing (required file){hint}")
+    if problems:
+        raise DataDirError(data_dir, problems)
+
+    utt2spk = _scan(data_dir / "utt2spk", problems, nfields=2)
+    wav = _scan(data_dir / "wav.scp", problems)
+    spk2utt = _scan(data_dir / "spk2utt", problems)
+    utt_name = str(data_dir / "utt2spk")
+
+    segments = {}
+    if (data_dir / "segments").is_file():
+        seg_path = data_dir / "segments"
+        for utt, value in _scan(seg_path, problems, nfields=4).items():
+            parts = value.split()
+            if len(parts) != 3:
+                continue
+            try:
+                start, end = float(parts[1]), float(parts[2])
+            except ValueError:
+                problems.append(f"{seg_path}: utt {utt}: start/end not numbers: {value!r}")
+                continue
+            if start < 0 or (end >= 0 and end <= start):
+                problems.append(f"{seg_path}: utt {utt}: bad times start={start} end={end}")
+            segments[utt] = (parts[0], start, end)
+        _diff_ids(utt2spk, segments, utt_name, str(seg_path), problems)
+        for utt, (rec, _, _) in sorted(segments.items()):
+            if rec not in wav:
+                problems.append(f"{seg_path}: utt {utt}: recording {rec} not in {data_dir / 'wav.scp'}")
+    else:
+        _diff_ids(utt2spk, wav, utt_name, str(data_dir / "wav.scp"), problems)
+
+    # spk2utt must be the exact inverse of utt2spk.
+    expected = spk2utt_of(utt2spk)
+    s2u_name = str(data_dir / "spk2utt")
+    _diff_ids(expected, spk2utt, utt_name, s2u_name, problems, what="speaker")
+    for spk in sorted(set(expected) & set(spk2utt)):
+        got = spk2utt[spk].split()
+        if sorted(got) != expected[spk].split():
+            problems.append(f"{s2u_name}: speaker {spk}: utterances {got} do not match utt2spk "
+                            f"({expected[spk].split()})")
+        elif got != sorted(got):
+            problems.append(f"{s2u_name}: speaker {spk}: utterance list not sorted")
+
+    labels = {}
+    for attr in LABELLED_ATTRS:
+        p = data_dir / f"labels.{attr}"
+        if p.is_file():
+            lab = [x.strip() for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+            dups = sorted({x for x in lab if lab.count(x) > 1})
+            for d in dups:
+                problems.append(f"{p}: duplicate label {d}")
+            if not lab:
+                problems.append(f"{p}: empty label list")
+            labels[attr] = lab
+    for attr, name in UTT_FILES.items():
+        p = data_dir / name
+        if attr == "spk" or not p.is_file():
+            continue
+        values = _scan(p, problems, nfields=2)
+        _diff_ids(utt2spk, values, utt_name, str(p), problems)
+        if attr in labels:
+            for utt, v in sorted(values.items()):
+                if v not in labels[attr]:
+                    problems.append(f"{p}: utt {utt}: label {v!r} not in {data_dir / ('labels.' + attr)} "
+                                    f"{labels[attr]}")
+        elif attr == "gender":
+            for utt, v in sorted(values.items()):
+                if v not in GENDERS:
+                    problems.append(f"{p}: utt {utt}: gender {v!r} is not one of {list(GENDERS)}")
+        elif attr == "dur":
+            for utt, v in sorted(values.items()):
+                try:
+                    ok = float(v) > 0 and math.isfinite(float(v))
+                except ValueError:
+                    ok = False
+                if not ok:
+                    problems.append(f"{p}: utt {utt}: duration {v!r} is not a positive number")
+    for p in sorted(data_dir.glob("utt2*")):
+        if p.is_file() and p.name not in UTT_FILES.values():
+            _diff_ids(utt2spk, _scan(p, problems, nfields=None), utt_name, str(p), problems)
+    if check_audio:
+        _check_audio(data_dir, wav, segments, problems)
+    if problems:
+        raise DataDirError(data_dir, problems)
+
+
+def _check_audio(data_dir, wav, segments, problems):
+    import soundfile as sf
+
+    scp = data_dir / "wav.scp"
+    dur = {}
+    for key, path in sorted(wav.items()):
+        if path.rstrip().endswith("|"):
+            continue  # a command; checked when read
+        if not Path(path).is_file():
+            problems.append(f"{scp}: id {key}: audio file not found: {path}")
+            continue
+        try:
+            info = sf.info(path)
+            dur[key] = info.frames / info.samplerate
+            if info.frames == 0:
+                problems.append(f"{scp}: id {key}: empty audio (0 samples): {path}")
+        except Exception as exc:  # noqa: BLE001 -- any unreadable file is a problem to report
+            problems.append(f"{scp}: id {key}: unreadable audio {path}: {exc}")
+    for utt, (rec, start, end) in sorted(segments.items()):
+        if rec in dur and max(start, end) > dur[rec] + 0.01:
+            problems.append(f"{data_dir / 'segments'}: utt {utt}: segment [{start}, {end}] beyond "
+                            f"the end of recording {rec} ({dur[rec]:.3f} s)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Splitting
+# ----------------------------------------------------------------------------------------------
+_SUBSET_FILES = ("utt2spk", "utt2emo", "utt2gender", "utt2fold", "utt2dur", "segments",
+                 "feats.scp", "text")
+
+
+def split_data_dir(data_dir, nj):
+    """Creates ``data_dir/split{nj}/{1..nj}/`` by contiguous sorted utterance ids, balanced counts.
+
+    Every per-utterance file (wav.scp, utt2*, segments, feats.scp, text) is subset, spk2utt is
+    rebuilt and labels.* are copied.  Returns the list of split dirs.
+    """
+    data_dir = Path(data_dir)
+    nj = int(nj)
+    utt2spk = read_kv(data_dir / "utt2spk")
+    utts = sorted(utt2spk)
+    if nj < 1:
+        raise ValueError(f"split_data_dir({data_dir}): nj must be >= 1, got {nj}")
+    if nj > len(utts):
+        raise ValueError(f"split_data_dir({data_dir}): cannot split {len(utts)} utterances into "
+                         f"{nj} jobs")
+    files = {name: read_kv(data_dir / name) for name in _SUBSET_FILES if (data_dir / name).is_file()}
+    files.update({p.name: read_kv(p) for p in sorted(data_dir.glob("utt2*"))
+                  if p.is_file() and p.name not in files})
+    wav = read_kv(data_dir / "wav.scp")
+    segments = files.get("segments")
+    out = []
+    base, rem = divmod(len(utts), nj)
+    start = 0
+    for j in range(nj):
+        size = base + (1 if j < rem else 0)
+        chunk = utts[start:start + size]
+        start += size
+        keep = set(chunk)
+        sub = data_dir / f"split{nj}" / str(j + 1)
+        sub.mkdir(parents=True, exist_ok=True)
+        for name, d in files.items():
+            write_kv(sub / name, {k: v for k, v in d.items() if k in keep})
+        if segments is not None:
+            recs = {segments[u].split()[0] for u in chunk if u in segments}
+            write_kv(sub / "wav.scp", {k: v for k, v in wav.items() if k in recs})
+        else:
+            write_kv(sub / "wav.scp", {k: v for k, v in wav.items() if k in keep})
+        write_kv(sub / "spk2utt", spk2utt_of({u: utt2spk[u] for u in chunk}))
+        for lab in sorted(data_dir.glob("labels.*")):
+            shutil.copyfile(lab, sub / lab.name)
+        out.append(sub)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Folds
+# ----------------------------------------------------------------------------------------------
+def _natural_key(name):
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def test_folds(data):
+    """Fold names usable as test folds (all folds but 'train'/'dev'), numeric ones in number order."""
+    data = data if isinstance(data, DataDir) else load_data_dir(data)
+    if not data.fold:
+        raise ValueError(f"data dir {data.path} has no utt2fold")
+    return sorted({f for f in data.fold.values() if f not in NON_TEST_FOLDS}, key=_natural_key)
+
+
+test_folds.__test__ = False  # not a pytest test, although its name starts with "test_"
+
+
+def fold_split(data, fold, dev_ratio=0.1, seed=0):
+    """(train_utts, dev_utts, test_utts) for test fold ``fold``, each sorted.
+
+    test = utterances of ``fold``.  dev = the 'dev' fold if one exists, otherwise every utterance
+    of a seeded subset of the remaining speakers (round(dev_ratio * speakers), at least one; with
+    a single remaining speaker, a seeded utterance subset instead).  train = the rest.
+    """
+    data = data if isinstance(data, DataDir) else load_data_dir(data)
+    fold = str(fold)
+    folds = test_folds(data)
+    if fold not in folds:
+        raise ValueError(f"fold {fold!r} is not a test fold of {data.path}/utt2fold "
+                         f"(test folds: {folds})")
+    utts = data.utts
+    missing = [u for u in utts if u not in data.fold]
+    if missing:
+        raise ValueError(f"utt {missing[0]} has no fold in {data.path}/utt2fold")
+    test = [u for u in utts if data.fold[u] == fold]
+    rest = [u for u in utts if data.fold[u] != fold]
+    if any(data.fold[u] == "dev" for u in utts):
+        dev = [u for u in rest if data.fold[u] == "dev"]
+    elif dev_ratio <= 0:
+        dev = []
+    else:
+        rng = random.Random(f"genser-dev:{seed}:{fold}")
+        speakers = sorted({data.spk[u] for u in rest})
+        if len(speakers) >= 2:
+            n = min(len(speakers) - 1, max(1, round(dev_ratio * len(speakers))))
+            chosen = set(rng.sample(speakers, n))
+            dev = [u for u in rest if data.spk[u] in chosen]
+        else:
+            logger.warning("fold %s of %s: one training speaker only; dev set is an utterance "
+                           "subset of that speaker", fold, data.path)
+            n = min(len(rest) - 1, max(1, round(dev_ratio * len(rest))))
+            dev = sorted(rng.sample(rest, n)) if n > 0 else []
+    dev_set = set(dev)
+    train = [u for u in rest if u not in dev_set]
+    if not train:
+        raise ValueError(f"fold {fold} of {data.path}: no training utterances left")
+    return train, sorted(dev), test

@@ -1,0 +1,367 @@
+"""Gen-SER and the classification baseline, built from one config; single-file checkpoints.
+
+Both kinds share the featurizer (softmax layer weights), the frame encoder and the pooling, and
+expose the same API (see CONTRACT.md)::
+
+    model = build_model(config, labels, input_dim=D, num_layers=L)
+    loss, stats = model.loss(feats, lengths, targets)        # feats [B, T, L, D], lengths [B]
+    out = model.predict(feats, lengths, nsteps=1, eta=0.0)   # {"pred": [B], "scores": [B, K]}
+    save_model("exp/model.pt", model, extra={"epoch": 3})
+    model, extra = load_model("exp/model.pt")
+
+Gen-SER (METHOD.md section 2): the pooled encoder output c conditions the denoiser D(x_t, t, c),
+and a learned projection of c gives the initial sample x1 in code space; training is target
+matching towards the class's taxonomy code, inference is the N-step sampler followed by a
+similarity decision against all codes. The classifier puts dropout + linear + cross-entropy on c.
+"""
+import copy
+import os
+import tempfile
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genser.nn.denoiser import Denoiser
+from genser.nn.layers import (
+    ENCODER_TYPES,
+    AttentivePooling,
+    Featurizer,
+    FrameEncoder,
+    MeanPooling,
+    build_pooling,
+    lengths_to_mask,
+    masked_mean,
+)
+from genser.sampler import get_sampler
+from genser.schedules import SCHEDULE_DEFAULTS, build_schedule
+from genser.target_matching import perturb, sample_time, tm_loss
+from genser.taxonomy import TAXONOMY_DEFAULTS, build_taxonomy
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "resolve_config",
+    "build_model",
+    "save_model",
+    "load_model",
+    "ModelError",
+    "SERModel",
+    "GenSERModel",
+    "ClassifierModel",
+    "Featurizer",
+    "FrameEncoder",
+    "MeanPooling",
+    "AttentivePooling",
+    "Denoiser",
+]
+
+CHECKPOINT_FORMAT = "genser-model"
+CHECKPOINT_VERSION = 1
+
+# Every key a config may hold, with its default. Sizes are small on purpose: corpora such as
+# EmoDB have ~500 training utterances, and the models must train in minutes on a CPU.
+DEFAULT_CONFIG = {
+    "model": "genser",  # genser | classifier
+    "featurizer": {
+        "layers": "all",  # "all" or a list of layer indices
+        "normalize": "batch",  # batch (masked running standardisation) | layer | none
+    },
+    "encoder": {
+        "type": "transformer",  # transformer | conv | mlp
+        "hidden": 128,
+        "layers": 1,
+        "heads": 4,
+        "ff_mult": 2,
+        "kernel": 5,  # conv only
+        "dropout": 0.1,  # inside blocks and on the pooled vector
+        "input_dropout": 0.1,  # on the featurizer output
+    },
+    "pooling": "mean",  # mean | attentive
+    "taxonomy": dict(TAXONOMY_DEFAULTS),
+    "schedule": dict(SCHEDULE_DEFAULTS),
+    "tm": {
+        "t_eps": 1e-3,  # t ~ U(t_eps, 1) ...
+        "p_one": 0.25,  # ... except this share of each batch, at exactly t=1
+        "ce_weight": 0.5,  # auxiliary cross-entropy over similarity logits (0: pure TM)
+        "ce_tau": 0.1,  # temperature of those logits and of the predicted posteriors
+        "x1_weight": 0.0,  # optional MSE pulling the initial sample x1 towards the code
+    },
+    "denoiser": {
+        "hidden": 256,
+        "layers": 2,
+        "time_dim": 64,
+        "ff_mult": 2,
+        "dropout": 0.1,
+        "level": "utterance",  # utterance (vectors) | frame (per-frame transport, mean decision)
+    },
+    "sampler": {"method": "tm"},  # tm (exact Gaussian-path step) | euler
+}
+
+
+class ModelError(Exception):
+    """A checkpoint that cannot be read or does not describe a genser model."""
+
+
+def _merge(defaults, user, path):
+    """Deep-merge user over defaults; keys the defaults lack raise ValueError (strict)."""
+    out = copy.deepcopy(defaults)
+    for key, val in user.items():
+        name = f"{path}.{key}" if path else str(key)
+        if key not in defaults:
+            raise ValueError(f"unknown config key {name!r}; known keys here: {sorted(defaults)}")
+        if isinstance(defaults[key], dict):
+            if not isinstance(val, dict):
+                raise ValueError(f"config key {name!r} must be a mapping, got {val!r}")
+            out[key] = _merge(defaults[key], val, name)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def _require(cond, msg):
+    if not cond:
+        raise ValueError(msg)
+
+
+def resolve_config(config=None):
+    """The full config: ``config`` merged over DEFAULT_CONFIG and checked (ValueError if bad)."""
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"config must be a mapping, got {type(config).__name__}")
+    conf = _merge(DEFAULT_CONFIG, config or {}, "")
+    _require(conf["model"] in ("genser", "classifier"), f"model must be genser or classifier, got {conf['model']!r}")
+    layers = conf["featurizer"]["layers"]
+    _require(layers == "all" or (isinstance(layers, list) and layers and all(isinstance(i, int) for i in layers)),
+             f"featurizer.layers must be 'all' or a non-empty list of ints, got {layers!r}")
+    enc = conf["encoder"]
+    _require(enc["type"] in ENCODER_TYPES, f"encoder.type must be one of {ENCODER_TYPES}, got {enc['type']!r}")
+    for key in ("hidden", "heads", "ff_mult", "kernel"):
+        _require(isinstance(enc[key], int) and enc[key] >= 1, f"encoder.{key} must be an int >= 1, got {enc[key]!r}")
+    _require(isinstance(enc["layers"], int) and enc["layers"] >= 0, f"encoder.layers must be an int >= 0")
+    for sec, key in (("encoder", "dropout"), ("encoder", "input_dropout"), ("denoiser", "dropout")):
+        v = conf[sec][key]
+        _require(isinstance(v, (int, float)) and 0 <= v < 1, f"{sec}.{key} must lie in [0, 1), got {v!r}")
+    _require(conf["pooling"] in ("mean", "attentive"), f"pooling must be mean or attentive, got {conf['pooling']!r}")
+    tm = conf["tm"]
+    _require(0 <= tm["t_eps"] < 1, f"tm.t_eps must lie in [0, 1), got {tm['t_eps']!r}")
+    _require(0 <= tm["p_one"] <= 1, f"tm.p_one must lie in [0, 1], got {tm['p_one']!r}")
+    _require(tm["ce_weight"] >= 0 and tm["x1_weight"] >= 0, "tm.ce_weight and tm.x1_weight must be >= 0")
+    _require(tm["ce_tau"] > 0, f"tm.ce_tau must be > 0, got {tm['ce_tau']!r}")
+    den = conf["denoiser"]
+    for key in ("hidden", "time_dim", "ff_mult"):
+        _require(isinstance(den[key], int) and den[key] >= 1, f"denoiser.{key} must be an int >= 1")
+    _require(den["time_dim"] % 2 == 0, f"denoiser.time_dim must be even, got {den['time_dim']}")
+    _require(isinstance(den["layers"], int) and den["layers"] >= 0, "denoiser.layers must be an int >= 0")
+    _require(den["level"] in ("utterance", "frame"), f"denoiser.level must be utterance or frame, got {den['level']!r}")
+    get_sampler(conf["sampler"]["method"])
+    build_schedule(conf["schedule"])  # validates the schedule section
+    return conf
+
+
+class SERModel(nn.Module):
+    """Shared trunk: featurizer -> frame encoder -> pooling (-> dropout)."""
+
+    kind = None
+
+    def __init__(self, config, labels, input_dim, num_layers):
+        super().__init__()
+        labels = [str(x) for x in labels]
+        _require(len(labels) >= 2, f"need at least 2 labels, got {labels}")
+        _require(len(set(labels)) == len(labels), f"duplicate labels in {labels}")
+        _require(int(input_dim) >= 1 and int(num_layers) >= 1,
+                 f"input_dim and num_layers must be >= 1, got {input_dim}, {num_layers}")
+        self.config, self.labels = config, labels
+        self.input_dim, self.num_layers = int(input_dim), int(num_layers)
+        enc = config["encoder"]
+        self.featurizer = Featurizer(self.num_layers, config["featurizer"]["layers"],
+                                     config["featurizer"]["normalize"], dim=self.input_dim)
+        self.encoder = FrameEncoder(self.input_dim, enc["hidden"], enc["layers"], enc["type"], enc["heads"],
+                                    enc["ff_mult"], enc["kernel"], enc["dropout"], enc["input_dropout"])
+        self.pooling = build_pooling(config["pooling"], enc["hidden"])
+        self.drop = nn.Dropout(enc["dropout"])
+
+    @property
+    def num_classes(self):
+        return len(self.labels)
+
+    def encode(self, feats, lengths):
+        """feats [B, T, L, D], lengths [B] -> frames h [B, T, H], mask [B, T], pooled c [B, H]."""
+        if feats.ndim != 4 or feats.shape[2] != self.num_layers or feats.shape[3] != self.input_dim:
+            raise ValueError(f"feats must be [B, T, {self.num_layers}, {self.input_dim}], got {tuple(feats.shape)}")
+        if lengths.shape != (feats.shape[0],):
+            raise ValueError(f"lengths must have shape [{feats.shape[0]}], got {tuple(lengths.shape)}")
+        mask = lengths_to_mask(lengths.to(feats.device), feats.shape[1])
+        # Zero the padding up front: nothing downstream can see what it held (not even NaN).
+        feats = feats.float().masked_fill(~mask[:, :, None, None], 0.0)
+        h = self.encoder(self.featurizer(feats, mask), mask)
+        return h, mask, self.drop(self.pooling(h, mask))
+
+    def _check_targets(self, targets, batch):
+        if targets.shape != (batch,):
+            raise ValueError(f"targets must have shape [{batch}], got {tuple(targets.shape)}")
+        if batch and (int(targets.min()) < 0 or int(targets.max()) >= self.num_classes):
+            raise ValueError(f"targets must lie in [0, {self.num_classes}), got [{int(targets.min())}, "
+                             f"{int(targets.max())}]")
+
+    def predict(self, feats, lengths, nsteps=1, eta=0.0, generator=None):
+        """{"pred": LongTensor [B], "scores": FloatTensor [B, K] posteriors}; runs in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return self._predict(feats, lengths, nsteps, eta, generator)
+        finally:
+            self.train(was_training)
+
+
+class ClassifierModel(SERModel):
+    """The classification baseline: shared trunk + linear head + cross-entropy."""
+
+    kind = "classifier"
+
+    def __init__(self, config, labels, input_dim, num_layers):
+        super().__init__(config, labels, input_dim, num_layers)
+        self.head = nn.Linear(config["encoder"]["hidden"], self.num_classes)
+
+    def logits(self, feats, lengths):
+        return self.head(self.encode(feats, lengths)[2])
+
+    def loss(self, feats, lengths, targets, generator=None):
+        """Cross-entropy; stats: loss, ce, acc (floats)."""
+        self._check_targets(targets, feats.shape[0])
+        logits = self.logits(feats, lengths)
+        ce = F.cross_entropy(logits, targets.to(logits.device))
+        acc = (logits.argmax(-1) == targets.to(logits.device)).float().mean()
+        return ce, {"loss": float(ce.detach()), "ce": float(ce.detach()), "acc": float(acc)}
+
+    def _predict(self, feats, lengths, nsteps, eta, generator):
+        # nsteps/eta/generator: accepted so that both kinds share one predict signature
+        scores = torch.softmax(self.logits(feats, lengths), dim=-1)
+        return {"pred": scores.argmax(-1), "scores": scores}
+
+
+class GenSERModel(SERModel):
+    """Gen-SER: target matching from x1 = W c to the taxonomy code, conditioned on c."""
+
+    kind = "genser"
+
+    def __init__(self, config, labels, input_dim, num_layers):
+        super().__init__(config, labels, input_dim, num_layers)
+        hidden = config["encoder"]["hidden"]
+        den = config["denoiser"]
+        self.taxonomy = build_taxonomy(config["taxonomy"], self.labels)
+        self.schedule = build_schedule(config["schedule"])
+        self.sampler = get_sampler(config["sampler"]["method"])
+        self.level = den["level"]
+        code_dim = self.taxonomy.dim
+        # METHOD "initial sample": the speech-derived x1 is a learned projection into code space
+        self.x1_proj = nn.Linear(hidden, code_dim)
+        self.denoiser = Denoiser(code_dim, hidden, den["hidden"], den["layers"], den["time_dim"],
+                                 den["ff_mult"], den["dropout"])
+
+    def condition(self, feats, lengths):
+        """(x1, c, mask): x1 [B, Dc] (or [B, T, Dc] at frame level) and the matching condition."""
+        h, mask, pooled = self.encode(feats, lengths)
+        if self.level == "utterance":
+            return self.x1_proj(pooled), pooled, mask
+        # frame level: every frame carries its own state; its condition adds the utterance context
+        cond = h + pooled[:, None, :]
+        return self.x1_proj(cond), cond, mask
+
+    def _pool(self, x, mask):
+        return masked_mean(x, mask) if x.ndim == 3 else x
+
+    def loss(self, feats, lengths, targets, generator=None):
+        """TM loss (+ optional CE and x1 terms); stats: loss, mse, ce, acc (floats)."""
+        self._check_targets(targets, feats.shape[0])
+        tm = self.config["tm"]
+        x1, cond, mask = self.condition(feats, lengths)
+        targets = targets.to(x1.device)
+        x0 = self.taxonomy.encode(targets).to(x1.dtype)
+        if x1.ndim == 3:
+            x0 = x0[:, None, :].expand_as(x1)
+        t = sample_time(x1.shape[0], tm["t_eps"], tm["p_one"], generator=generator).to(x1.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x1)
+        x0_hat = self.denoiser(perturb(x0, x1, t, noise, self.schedule), t, cond)
+        logits = self.taxonomy.scores(self._pool(x0_hat, mask)) / tm["ce_tau"]
+        loss, stats = tm_loss(x0_hat, x0, logits, targets, tm["ce_weight"], mask if x1.ndim == 3 else None)
+        if tm["x1_weight"] > 0:
+            x1_mse = tm_loss(x1, x0, mask=mask if x1.ndim == 3 else None)[0]
+            loss = loss + tm["x1_weight"] * x1_mse
+            stats["x1_mse"] = float(x1_mse.detach())
+            stats["loss"] = float(loss.detach())
+        stats["acc"] = float((logits.argmax(-1) == targets).float().mean())
+        return loss, stats
+
+    def generate(self, feats, lengths, nsteps=1, eta=0.0, generator=None, return_trajectory=False):
+        """Run the sampler: the terminal sample [B, Dc] (frame level: mean over valid frames)."""
+        x1, cond, mask = self.condition(feats, lengths)
+        out = self.sampler(lambda x, t: self.denoiser(x, t.to(x.dtype), cond), x1, self.schedule,
+                           nsteps=nsteps, eta=eta, generator=generator, return_trajectory=return_trajectory)
+        if return_trajectory:
+            return self._pool(out[0], mask), out[1]
+        return self._pool(out, mask)
+
+    def _predict(self, feats, lengths, nsteps, eta, generator):
+        x = self.generate(feats, lengths, nsteps, eta, generator)
+        scores = self.taxonomy.posteriors(x, tau=self.config["tm"]["ce_tau"])
+        return {"pred": self.taxonomy.decide(x), "scores": scores}
+
+
+MODEL_CLASSES = {"genser": GenSERModel, "classifier": ClassifierModel}
+
+
+def build_model(config, labels, input_dim, num_layers):
+    """A model of kind ``config["model"]`` for ``labels`` and features [*, *, num_layers, input_dim]."""
+    conf = resolve_config(config)
+    return MODEL_CLASSES[conf["model"]](conf, labels, input_dim, num_layers)
+
+
+def save_model(path, model, extra=None):
+    """Write one self-describing checkpoint (config, labels, sizes, weights, extra) atomically."""
+    if not isinstance(model, SERModel):
+        raise TypeError(f"save_model expects a genser model, got {type(model).__name__}")
+    path = os.fspath(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "kind": model.kind,
+        "config": copy.deepcopy(model.config),
+        "labels": list(model.labels),
+        "input_dim": model.input_dim,
+        "num_layers": model.num_layers,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra if extra is not None else {},
+    }
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp.", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_model(path, map_location="cpu"):
+    """(model in eval mode, extra) from a checkpoint written by ``save_model``."""
+    path = os.fspath(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # pickle/zip errors carry no file name
+        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not a genser model checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(f"{path}: unsupported checkpoint version {ckpt.get('version')!r}")
+    try:
+        model = build_model(ckpt["config"], ckpt["labels"], ckpt["input_dim"], ckpt["num_layers"])
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: checkpoint does not match its config: {exc}") from exc
+    model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    model.eval()
+    return model, ckpt["extra"]

@@ -1,0 +1,88 @@
+"""Figures of the scoring stage: confusion matrix and steps ablation (PNG, no display needed).
+
+Figures are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas, so nothing touches
+pyplot's global state or needs a display, and the PNG is written atomically.
+"""
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from genser.fileio import atomic_open
+
+
+def _save(fig, path):
+    """Renders ``fig`` to ``path`` as PNG through a temp file + os.replace."""
+    FigureCanvasAgg(fig)
+    with atomic_open(Path(path), "wb") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    return Path(path)
+
+
+def plot_confusion(cm, labels, path, title, normalize=True):
+    """Writes a confusion-matrix PNG (rows = reference); ``normalize`` shows row percentages.
+
+    Cells are annotated with the percentage (normalized) and the count; rows of a class absent
+    from the reference stay at 0.
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(labels):
+        raise ValueError(f"{path}: confusion matrix of shape {cm.shape} does not match "
+                         f"{len(labels)} labels")
+    support = cm.sum(axis=1, keepdims=True)
+    shown = np.divide(100.0 * cm, support, out=np.zeros(cm.shape), where=support > 0) if normalize else cm
+    k = len(labels)
+    fig = Figure(figsize=(1.0 + 0.8 * k, 0.8 + 0.8 * k))
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=100 if normalize else max(1, cm.max()))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of reference" if normalize else "count")
+    threshold = (100 if normalize else max(1, cm.max())) / 2
+    for i in range(k):
+        for j in range(k):
+            text = f"{shown[i, j]:.1f}\n({cm[i, j]})" if normalize else f"{cm[i, j]}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if shown[i, j] > threshold else "black")
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("hypothesis")
+    ax.set_ylabel("reference")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_steps_ablation(rows, path, title="Steps ablation"):
+    """Writes UA (%) vs number of sampling steps, one line per (system, eta).
+
+    ``rows``: dicts with ``system``, ``nsteps`` (int, or None for a reference system such as the
+    classifier, drawn as a horizontal line), ``eta`` (float or None), ``ua`` (fraction) and
+    optionally ``ua_std`` (fraction, drawn as error bars).
+    """
+    lines, references = defaultdict(list), []
+    for row in rows:
+        if row.get("nsteps") is None:
+            references.append(row)
+        else:
+            lines[(row["system"], row.get("eta"))].append(row)
+    if not lines:
+        raise ValueError(f"{path}: no row with nsteps to plot")
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for (system, eta), points in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
+        points = sorted(points, key=lambda r: r["nsteps"])
+        x = [r["nsteps"] for r in points]
+        y = [100 * r["ua"] for r in points]
+        err = [100 * (r.get("ua_std") or 0.0) for r in points]
+        ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3, label=f"{system} eta={eta}")
+    for i, row in enumerate(references):
+        ax.axhline(100 * row["ua"], linestyle="--", color=f"C{(len(lines) + i) % 10}",
+                   label=f"{row['system']} (reference)")
+    steps = sorted({r["nsteps"] for pts in lines.values() for r in pts})
+    ax.set_xticks(steps)
+    ax.set_xlabel("sampling steps (nsteps)")
+    ax.set_ylabel("UA (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,60 @@
+"""Shared pytest fixtures and markers.
+
+Real data lives in ../shared (``$GENSER_SHARED`` overrides): fixtures that need it skip cleanly
+when it is absent, so the suite also runs on a bare clone.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared():
+    return Path(os.environ.get("GENSER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "corpus: reads a real corpus or model from ../shared")
+
+
+@pytest.fixture(scope="session")
+def repo_dir():
+    """The repository root."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    """../shared (or $GENSER_SHARED); skips the test when absent."""
+    path = _shared()
+    if not path.is_dir():
+        pytest.skip(f"shared data dir not found: {path} (set GENSER_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def emodb_dir(shared_dir):
+    """The processed EmoDB copy (wav/*.wav at 22050 Hz); skips when absent."""
+    path = shared_dir / "corpora" / "emodb"
+    if not (path / "wav").is_dir() or not any((path / "wav").glob("*.wav")):
+        pytest.skip(f"EmoDB not found under {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(shared_dir):
+    """The transformers whisper-base folder; skips when absent."""
+    path = shared_dir / "models" / "whisper-base"
+    if not (path / "config.json").is_file():
+        pytest.skip(f"whisper-base not found under {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def venv_python():
+    """The python running the tests (the one genser is installed in), as a path string."""
+    return sys.executable
