@@ -1,6 +1,7 @@
 """Audio reading for data dirs: soundfile I/O, down-mixing and resampling to a target rate."""
 import io
 import logging
+import os
 import subprocess
 from collections import Counter
 
@@ -81,7 +82,7 @@ class AudioReader:
         except FileNotFoundError as exc:
             raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
-            if not src or (isinstance(src, str) and not _exists(src)):
+            if isinstance(src, str) and not os.path.exists(src):
                 raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
             raise AudioError(f"utt {utt}: cannot read audio {path}: {exc}") from exc
         return data, int(sr)
@@ -98,12 +99,6 @@ class AudioReader:
 
     # ``reader.read(...)`` reads more naturally in some call sites.
     read = __call__
-
-
-def _exists(path):
-    import os
-
-    return os.path.exists(path)
 
 
 def _run_pipe(utt, command):

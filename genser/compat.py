@@ -141,12 +141,13 @@ def patch_torchaudio(ta):
     if getattr(ta, "_genser_patched", False):
         return ta
     ta._genser_patched = True
-    # torchaudio >= 2.9: load/save forward to torchcodec, which is usually absent (or CUDA-linked).
-    codec_only = hasattr(ta, "load_with_torchcodec") and not _has_torchcodec()
-    if not hasattr(ta, "load") or codec_only:
-        _set(ta, "load", sf_load)
-    if not hasattr(ta, "save") or codec_only:
-        _set(ta, "save", sf_save)
+    # torchaudio >= 2.9: load/save forward to torchcodec, which is usually absent (or CUDA-linked
+    # and unloadable).  soundfile first; torchcodec only for formats soundfile cannot handle.
+    codec = getattr(ta, "load_with_torchcodec", None) is not None
+    if not hasattr(ta, "load") or codec:
+        _set(ta, "load", _with_fallback(sf_load, getattr(ta, "load", None) if codec else None))
+    if not hasattr(ta, "save") or codec:
+        _set(ta, "save", _with_fallback(sf_save, getattr(ta, "save", None) if codec else None))
     if not hasattr(ta, "info"):
         _set(ta, "info", sf_info)
     if not hasattr(ta, "AudioMetaData"):
@@ -164,6 +165,25 @@ def patch_torchaudio(ta):
         sys.modules["torchaudio.sox_effects"] = mod
         _set(ta, "sox_effects", mod)
     return ta
+
+
+def _with_fallback(primary, fallback):
+    """``primary`` (soundfile); on a soundfile error, ``fallback`` when torchcodec is importable."""
+    if fallback is None:
+        return primary
+
+    def call(*args, **kwargs):
+        import soundfile as sf
+
+        try:
+            return primary(*args, **kwargs)
+        except sf.LibsndfileError:
+            if not _has_torchcodec():
+                raise
+            return fallback(*args, **kwargs)
+
+    call.__name__, call.__doc__ = primary.__name__, primary.__doc__
+    return call
 
 
 def _set(module, name, value):

@@ -152,7 +152,8 @@ def _check_id(value, what, where):
 def write_data_dir(data_dir, records, labels=None):
     """Writes a data dir from ``records`` (dicts: utt, path, spk [, emo, gender, fold, dur,
     rec, start, end]).  ``labels`` = {"emo": [...], "gender": [...]} fixes the class order;
-    without it the sorted set of values is written.  Returns the data dir Path.
+    without it the sorted set of values is written (a label list is only written for an
+    attribute the records have).  Returns the data dir Path.
     """
     data_dir = Path(data_dir)
     records = list(records)
@@ -203,6 +204,15 @@ def write_data_dir(data_dir, records, labels=None):
             raise ValueError(f"{data_dir}: gender must be one of {GENDERS}; utt {bad[0]} has "
                              f"{per_attr['gender'][bad[0]]!r}")
 
+    labels = dict(labels or {})
+    for attr in LABELLED_ATTRS:  # check before anything is written
+        if labels.get(attr) is not None:
+            outside = sorted(u for u, v in per_attr[attr].items() if v not in labels[attr])
+            if outside:
+                u = outside[0]
+                raise ValueError(f"{data_dir}: utt {u} has {attr} {per_attr[attr][u]!r}, not in the "
+                                 f"label list {list(labels[attr])} ({len(outside)} such utts)")
+
     data_dir.mkdir(parents=True, exist_ok=True)
     # Remove stale optional files so the dir describes exactly these records.
     for name in ("segments", "utt2emo", "utt2gender", "utt2fold", "utt2dur", "labels.emo",
@@ -215,11 +225,12 @@ def write_data_dir(data_dir, records, labels=None):
         if per_attr[attr]:
             write_kv(data_dir / name, per_attr[attr])
     write_kv(data_dir / "spk2utt", spk2utt_of(per_attr["spk"]))
-    labels = dict(labels or {})
     for attr in LABELLED_ATTRS:
-        if attr in labels:
+        if not per_attr[attr]:
+            continue  # no utt2<attr>, so no label list either (e.g. a corpus without gender)
+        if labels.get(attr) is not None:
             write_list(data_dir / f"labels.{attr}", labels[attr])
-        elif per_attr[attr]:
+        else:
             write_list(data_dir / f"labels.{attr}", sorted(set(per_attr[attr].values())))
     return data_dir
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from genser.nn.denoiser import Denoiser
 from genser.nn.layers import (
     ENCODER_TYPES,
+    NORMALIZE_MODES,
     AttentivePooling,
     Featurizer,
     FrameEncoder,
@@ -84,11 +85,11 @@ DEFAULT_CONFIG = {
         "p_one": 0.25,  # ... except this share of each batch, at exactly t=1
         "ce_weight": 0.5,  # auxiliary cross-entropy over similarity logits (0: pure TM)
         "ce_tau": 0.1,  # temperature of those logits and of the predicted posteriors
-        "x1_weight": 0.0,  # optional MSE pulling the initial sample x1 towards the code
+        "x1_weight": 0.5,  # MSE pulling the initial sample x1 towards the code (0: x1 is free)
     },
     "denoiser": {
-        "hidden": 256,
-        "layers": 2,
+        "hidden": 128,
+        "layers": 1,
         "time_dim": 64,
         "ff_mult": 2,
         "dropout": 0.1,
@@ -123,6 +124,15 @@ def _require(cond, msg):
         raise ValueError(msg)
 
 
+def _check_number(value, name, lo, hi):
+    """A real number within [lo, hi] (either bound may be None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (YAML reads 1e-3 as a string; write 1.0e-3)" if isinstance(value, str) else ""
+        raise ValueError(f"{name} must be a number, got {value!r}{hint}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name} must lie in [{lo}, {hi if hi is not None else 'inf'}], got {value!r}")
+
+
 def resolve_config(config=None):
     """The full config: ``config`` merged over DEFAULT_CONFIG and checked (ValueError if bad)."""
     if config is not None and not isinstance(config, dict):
@@ -136,21 +146,26 @@ def resolve_config(config=None):
     _require(enc["type"] in ENCODER_TYPES, f"encoder.type must be one of {ENCODER_TYPES}, got {enc['type']!r}")
     for key in ("hidden", "heads", "ff_mult", "kernel"):
         _require(isinstance(enc[key], int) and enc[key] >= 1, f"encoder.{key} must be an int >= 1, got {enc[key]!r}")
-    _require(isinstance(enc["layers"], int) and enc["layers"] >= 0, f"encoder.layers must be an int >= 0")
-    for sec, key in (("encoder", "dropout"), ("encoder", "input_dropout"), ("denoiser", "dropout")):
-        v = conf[sec][key]
-        _require(isinstance(v, (int, float)) and 0 <= v < 1, f"{sec}.{key} must lie in [0, 1), got {v!r}")
+    _require(isinstance(enc["layers"], int) and enc["layers"] >= 0,
+             f"encoder.layers must be an int >= 0, got {enc['layers']!r}")
+    _require(conf["featurizer"]["normalize"] in NORMALIZE_MODES,
+             f"featurizer.normalize must be one of {NORMALIZE_MODES}, got {conf['featurizer']['normalize']!r}")
+    for sec, key, lo, hi in (("encoder", "dropout", 0, 1), ("encoder", "input_dropout", 0, 1),
+                             ("denoiser", "dropout", 0, 1), ("tm", "t_eps", 0, 1), ("tm", "p_one", 0, 1),
+                             ("tm", "ce_weight", 0, None), ("tm", "x1_weight", 0, None), ("tm", "ce_tau", 0, None)):
+        _check_number(conf[sec][key], f"{sec}.{key}", lo, hi)
+    _require(conf["tm"]["t_eps"] < 1, f"tm.t_eps must be < 1, got {conf['tm']['t_eps']!r}")
+    _require(conf["tm"]["ce_tau"] > 0, f"tm.ce_tau must be > 0, got {conf['tm']['ce_tau']!r}")
+    for key in ("dropout", "input_dropout"):
+        _require(enc[key] < 1, f"encoder.{key} must be < 1, got {enc[key]!r}")
+    _require(conf["denoiser"]["dropout"] < 1, "denoiser.dropout must be < 1")
     _require(conf["pooling"] in ("mean", "attentive"), f"pooling must be mean or attentive, got {conf['pooling']!r}")
-    tm = conf["tm"]
-    _require(0 <= tm["t_eps"] < 1, f"tm.t_eps must lie in [0, 1), got {tm['t_eps']!r}")
-    _require(0 <= tm["p_one"] <= 1, f"tm.p_one must lie in [0, 1], got {tm['p_one']!r}")
-    _require(tm["ce_weight"] >= 0 and tm["x1_weight"] >= 0, "tm.ce_weight and tm.x1_weight must be >= 0")
-    _require(tm["ce_tau"] > 0, f"tm.ce_tau must be > 0, got {tm['ce_tau']!r}")
     den = conf["denoiser"]
     for key in ("hidden", "time_dim", "ff_mult"):
         _require(isinstance(den[key], int) and den[key] >= 1, f"denoiser.{key} must be an int >= 1")
     _require(den["time_dim"] % 2 == 0, f"denoiser.time_dim must be even, got {den['time_dim']}")
-    _require(isinstance(den["layers"], int) and den["layers"] >= 0, "denoiser.layers must be an int >= 0")
+    _require(isinstance(den["layers"], int) and den["layers"] >= 0,
+             f"denoiser.layers must be an int >= 0, got {den['layers']!r}")
     _require(den["level"] in ("utterance", "frame"), f"denoiser.level must be utterance or frame, got {den['level']!r}")
     get_sampler(conf["sampler"]["method"])
     build_schedule(conf["schedule"])  # validates the schedule section
@@ -190,9 +205,9 @@ class SERModel(nn.Module):
         if lengths.shape != (feats.shape[0],):
             raise ValueError(f"lengths must have shape [{feats.shape[0]}], got {tuple(lengths.shape)}")
         mask = lengths_to_mask(lengths.to(feats.device), feats.shape[1])
-        # Zero the padding up front: nothing downstream can see what it held (not even NaN).
-        feats = feats.float().masked_fill(~mask[:, :, None, None], 0.0)
-        h = self.encoder(self.featurizer(feats, mask), mask)
+        # Padding needs no zeroing here (a full copy of the features): the featurizer works frame
+        # by frame with statistics of valid frames, and the encoder zeroes padded frames first.
+        h = self.encoder(self.featurizer(feats.float(), mask), mask)
         return h, mask, self.drop(self.pooling(h, mask))
 
     def _check_targets(self, targets, batch):
@@ -279,8 +294,10 @@ class GenSERModel(SERModel):
         x0 = self.taxonomy.encode(targets).to(x1.dtype)
         if x1.ndim == 3:
             x0 = x0[:, None, :].expand_as(x1)
-        t = sample_time(x1.shape[0], tm["t_eps"], tm["p_one"], generator=generator).to(x1.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x1)
+        # draw on the generator's device (a CUDA generator cannot fill CPU tensors), then move
+        rng_device = generator.device if generator is not None else x1.device
+        t = sample_time(x1.shape[0], tm["t_eps"], tm["p_one"], generator=generator, device=rng_device).to(x1)
+        noise = torch.randn(x0.shape, generator=generator, device=rng_device).to(x1)
         x0_hat = self.denoiser(perturb(x0, x1, t, noise, self.schedule), t, cond)
         logits = self.taxonomy.scores(self._pool(x0_hat, mask)) / tm["ce_tau"]
         loss, stats = tm_loss(x0_hat, x0, logits, targets, tm["ce_weight"], mask if x1.ndim == 3 else None)
@@ -316,10 +333,27 @@ def build_model(config, labels, input_dim, num_layers):
     return MODEL_CLASSES[conf["model"]](conf, labels, input_dim, num_layers)
 
 
+def _check_plain(value, name):
+    """Refuse values that torch.load(weights_only=True) could not read back."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise ValueError(f"{name}: key {k!r} must be a str or int")
+            _check_plain(v, f"{name}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{name}[{i}]")
+    elif not (value is None or isinstance(value, (str, bool, int, float, torch.Tensor))):
+        raise ValueError(f"{name} has type {type(value).__name__}; checkpoints hold only "
+                         "dict/list/str/int/float/bool/None/tensor values (convert numpy scalars with float())")
+
+
 def save_model(path, model, extra=None):
     """Write one self-describing checkpoint (config, labels, sizes, weights, extra) atomically."""
     if not isinstance(model, SERModel):
         raise TypeError(f"save_model expects a genser model, got {type(model).__name__}")
+    _check_plain(extra, "extra")
+    _check_plain(model.config, "config")
     path = os.fspath(path)
     payload = {
         "format": CHECKPOINT_FORMAT,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import genser  # noqa: F401  (installs genser.compat before any test imports torchaudio)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,11 @@ def _shared():
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "corpus: reads a real corpus or model from ../shared")
+    # Tests run small tensor ops: with several intra-op threads on a busy 2-core machine, OpenMP
+    # contention made torchaudio's fbank ~100x slower (measured). GENSER_TEST_THREADS overrides.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GENSER_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

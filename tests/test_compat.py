@@ -23,7 +23,7 @@ def test_torchaudio_imports_and_pure_python_parts_work():
     assert torch.isfinite(feats).all()
     out = torchaudio.functional.resample(wav, 16000, 8000)
     assert out.shape == (1, 8000)
-    assert torchaudio.transforms.MelSpectrogram(sample_rate=16000)(wav).shape[1] == 128
+    assert torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_mels=40)(wav).shape[1] == 40
 
 
 def test_s3prl_names_exist():
@@ -53,19 +53,18 @@ def test_load_info_save_roundtrip(tmp_path):
 
 
 def test_sox_effects_are_exact():
-    se = compat
     x = torch.tensor([[0.0, 0.5, -0.25, 0.25], [0.5, 0.5, 0.25, -0.25]])
-    y, sr = se.apply_effects_tensor(x, 4, [["channels", "1"]])
+    y, sr = compat.apply_effects_tensor(x, 4, [["channels", "1"]])
     assert sr == 4 and torch.equal(y, torch.tensor([[0.25, 0.5, 0.0, 0.0]]))
-    y, _ = se.apply_effects_tensor(x[:1], 4, [["norm"]])
+    y, _ = compat.apply_effects_tensor(x[:1], 4, [["norm"]])
     assert torch.allclose(y, x[:1] * 2)
-    y, _ = se.apply_effects_tensor(x[:1], 4, [["gain", "-6.0206"]])
+    y, _ = compat.apply_effects_tensor(x[:1], 4, [["gain", "-6.0206"]])
     assert torch.allclose(y, x[:1] / 2, atol=1e-4)
-    y, _ = se.apply_effects_tensor(x[:1], 4, [["pad", "0.5", "1s"], ["reverse"]])
+    y, _ = compat.apply_effects_tensor(x[:1], 4, [["pad", "0.5", "1s"], ["reverse"]])
     assert torch.equal(y, torch.tensor([[0.0, 0.25, -0.25, 0.5, 0.0, 0.0, 0.0]]))
-    y, _ = se.apply_effects_tensor(x[:1], 4, [["trim", "1s", "2s"]])
+    y, _ = compat.apply_effects_tensor(x[:1], 4, [["trim", "1s", "2s"]])
     assert torch.equal(y, torch.tensor([[0.5, -0.25]]))
-    y, sr = se.apply_effects_tensor(torch.zeros(1, 16000), 16000, [["rate", "8000"]])
+    y, sr = compat.apply_effects_tensor(torch.zeros(1, 16000), 16000, [["rate", "8000"]])
     assert sr == 8000 and y.shape == (1, 8000)
 
 
@@ -113,7 +112,11 @@ def test_extension_failure_is_tolerated_in_a_fresh_interpreter(tmp_path):
                            text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
     assert plain.returncode != 0 and "libc10_cuda" in plain.stderr
     code = textwrap.dedent("""\
-        import genser, torchaudio
+        try:
+            import torchaudio  # fails: genser not imported yet
+        except OSError:
+            pass
+        import genser, torchaudio  # the retry through genser's hook succeeds
         from genser import compat
         assert torchaudio.compliance.OK
         assert torchaudio._extension._IS_TORCHAUDIO_EXT_AVAILABLE is False

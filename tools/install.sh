@@ -74,7 +74,7 @@ stamp_hash="$({ cat "${root}/setup.py" "${root}/tools/install.sh"; echo "${pytho
   | sha256sum | cut -d' ' -f1)"
 if [ -z "${GENSER_FORCE_INSTALL:-}" ] && [ -f "${stamp}" ] && [ -f "${constraints}" ] \
    && [ "$(cat "${stamp}")" = "${stamp_hash}" ] \
-   && "${python}" -c "import genser" >/dev/null 2>&1; then
+   && (cd / && "${python}" -c "import genser") >/dev/null 2>&1; then
   echo "genser is already installed in ${python} (${SECONDS} s; GENSER_FORCE_INSTALL=1 reinstalls)"
   exit 0
 fi
@@ -89,11 +89,14 @@ if [ -n "${torch_version}" ]; then
   log "Keeping the installed torch ${torch_version}"
 else
   log "No torch in ${python}: installing ${torch_spec} (CPU build)"
-  # Pin it first, so that even this call cannot resolve to another build.
-  echo "${torch_spec}" > "${constraints}"
-  if ! "${pip[@]}" install -c "${constraints}" "${torch_spec}"; then
+  # Pin it first, so that even this call cannot resolve to another build (a temporary file:
+  # tools/constraints.txt is only rewritten once a torch is in place).
+  torch_constraints="$(mktemp)"
+  trap 'rm -f "${torch_constraints}"' EXIT
+  echo "${torch_spec}" > "${torch_constraints}"
+  if ! "${pip[@]}" install -c "${torch_constraints}" "${torch_spec}"; then
     log "Not found in pip's configured sources; trying the PyTorch CPU index as an extra source"
-    "${pip[@]}" install -c "${constraints}" --extra-index-url "${cpu_index}" "${torch_spec}" || die "
+    "${pip[@]}" install -c "${torch_constraints}" --extra-index-url "${cpu_index}" "${torch_spec}" || die "
 could not install ${torch_spec}.
 genser installs a CPU-only torch by default so that pip does not pull CUDA builds and
 several GB of nvidia-* packages. Install a torch yourself first, then run this again:
@@ -137,7 +140,7 @@ Remove them (${python} -m pip uninstall <names>) and report the pip command that
   fi
   log "WARNING: ${nvidia} nvidia package(s) present: they came with your own torch ${torch_version}"
 fi
-"${python}" -c "import genser, genser.compat; genser.compat.import_torchaudio()" \
+(cd / && "${python}" -c "import genser, genser.compat; genser.compat.import_torchaudio()") \
   || die "genser was installed but 'import genser' / torchaudio fails in ${python}"
 
 echo "${stamp_hash}" > "${stamp}"

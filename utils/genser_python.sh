@@ -6,7 +6,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 for py in "${GENSER_PYTHON:-}" "${root}/tools/venv/bin/python" "$(command -v python3 || true)"; do
-  [ -n "${py}" ] && [ -x "${py}" ] || continue
+  if [ -z "${py}" ] || [ ! -x "${py}" ]; then continue; fi
   if "${py}" -c "import genser" >/dev/null 2>&1; then
     echo "${py}"
     exit 0

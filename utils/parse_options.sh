@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # utils/parse_options.sh: command-line options for recipe scripts (sourced, not executed).
 #
 # Usage, after the script has declared its options as variables with defaults:
@@ -40,9 +41,9 @@ _po_print_help() {
       pending=()
       value="${!name-}"
       if [ -n "${comment}" ]; then
-        printf '  --%-28s # %s\n' "${name//_/-} \"${value}\"" "${comment}"
+        printf '  --%-28s # %s\n' "${name} \"${value}\"" "${comment}"
       else
-        printf '  --%s\n' "${name//_/-} \"${value}\""
+        printf '  --%s\n' "${name} \"${value}\""
       fi
     elif [[ "${line}" =~ ^#[[:space:]] ]] && [[ "${line}" != *shellcheck* ]]; then
       pending+=("${line}")

@@ -3,8 +3,11 @@
 # a contiguous block of the sorted utterance ids (wav.scp, utt2*, segments subset; spk2utt
 # rebuilt; labels.* copied).  Re-splits only when the data dir is newer than the split.
 set -euo pipefail
+if [ "${1:-}" = --per-utt ]; then
+  shift  # Kaldi's flag; genser always splits by utterance
+fi
 if [ $# -ne 2 ]; then
-  echo "Usage: $0 <data-dir> <num-to-split>   e.g.: $0 data/all 4" >&2
+  echo "Usage: $0 [--per-utt] <data-dir> <num-to-split>   e.g.: $0 data/all 4" >&2
   exit 1
 fi
 data=$1

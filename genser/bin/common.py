@@ -76,7 +76,7 @@ def load_config(parser, argv=None):
                 parser.error(f"{known.config}: unknown option {key!r} (known: "
                              f"{', '.join(sorted(actions))})")
             action = actions[dest]
-            if action.type is not None and isinstance(value, str) and value is not None:
+            if action.type is not None and isinstance(value, str):
                 value = action.type(value)
             defaults[dest] = value
             action.required = False  # satisfied by the config file

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 __all__ = [
     "lengths_to_mask",
     "masked_mean",
+    "row_mean_var",
+    "weighted_layer_sum",
     "Featurizer",
     "FrameEncoder",
     "MeanPooling",
@@ -91,36 +93,61 @@ class Featurizer(nn.Module):
             return torch.ones(1)
         return torch.softmax(self.weights.detach(), dim=0)
 
-    def _batch_norm(self, x, mask):
-        if self.training:
-            m = mask.to(x.dtype)[:, :, None, None]
-            n = m.sum().clamp_min(1.0)
-            mean = (x * m).sum((0, 1)) / n
-            var = (((x - mean) ** 2) * m).sum((0, 1)) / n
-            with torch.no_grad():
-                # cumulative average for the first batches, then an exponential one
-                mom = max(self.momentum, 1.0 / float(self.num_batches + 1))
-                self.running_mean.lerp_(mean.detach(), mom)
-                self.running_var.lerp_(var.detach(), mom)
-                self.num_batches += 1
-        else:
-            mean, var = self.running_mean, self.running_var
-        return (x - mean) / torch.sqrt(var + 1e-5)
+    def _batch_stats(self, x, mask):
+        """Per-(layer, dim) mean and variance [L', D]: of the valid frames in training, else running."""
+        if not self.training:
+            return self.running_mean, self.running_var
+        rows = x.flatten(0, 1) if bool(mask.all()) else x[mask]
+        mean, var = row_mean_var(rows.reshape(rows.shape[0], -1))
+        mean, var = mean.view_as(self.running_mean), var.view_as(self.running_var)
+        with torch.no_grad():
+            # cumulative average over the first batches, then an exponential one
+            mom = max(self.momentum, 1.0 / float(self.num_batches + 1))
+            self.running_mean.lerp_(mean, mom)
+            self.running_var.lerp_(var, mom)
+            self.num_batches += 1
+        return mean, var
 
     def forward(self, feats, mask=None):
-        """feats [B, T, L, D] (, mask [B, T]) -> [B, T, D]."""
+        """feats [B, T, L, D] (, mask [B, T]) -> [B, T, D]; padded frames only affect themselves."""
         if feats.ndim != 4 or feats.shape[2] != self.num_layers:
             raise ValueError(f"featurizer expects [B, T, {self.num_layers}, D] features, got {tuple(feats.shape)}")
         x = feats[:, :, self.selection] if len(self.selection) != self.num_layers else feats
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        w = torch.softmax(self.weights, dim=0) if self.weights is not None else x.new_ones(1)
         if self.normalize == "batch":
-            x = self._batch_norm(x, mask)
-        elif self.normalize == "layer":
+            # sum_l w_l (x_l - mu_l) / sd_l = sum_l x_l * scale_l - sum_l mu_l * scale_l: one pass over
+            # x, the standardised [B, T, L, D] tensor is never built (it dominated the step time).
+            mean, var = self._batch_stats(x.detach(), mask)
+            scale = w[:, None] * torch.rsqrt(var + 1e-5)
+            return weighted_layer_sum(x, scale) - (scale * mean).sum(0)
+        if self.normalize == "layer":
             x = F.layer_norm(x, x.shape[-1:])
-        if self.weights is None:
-            return x[:, :, 0]
-        return torch.einsum("btld,l->btd", x, torch.softmax(self.weights, dim=0))
+        return weighted_layer_sum(x, w)
+
+
+def row_mean_var(rows):
+    """Mean and biased variance over the rows of [N, C] (C-wise), a fast path for CPU."""
+    try:
+        # torch's batch-norm statistics kernel: one vectorised pass, ~10x faster on CPU than
+        # var_mean(dim=0) for [3200, 3584] (whisper frames x 7 layers)
+        return torch.batch_norm_update_stats(rows, None, None, 0.0)
+    except (AttributeError, RuntimeError, TypeError):
+        var, mean = torch.var_mean(rows, dim=0, correction=0)
+        return mean, var
+
+
+def weighted_layer_sum(x, coef):
+    """sum_l x[:, :, l] * coef[l] for x [B, T, L, D] and coef [L] or [L, D] -> [B, T, D].
+
+    An addcmul chain over layer views: much cheaper on CPU than einsum or a broadcast product,
+    which materialise or re-layout the whole [B, T, L, D] tensor.
+    """
+    y = x[:, :, 0] * coef[0]
+    for layer in range(1, x.shape[2]):
+        y = y.addcmul(x[:, :, layer], coef[layer])
+    return y
 
 
 class FeedForward(nn.Module):
