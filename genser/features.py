@@ -1,9 +1,12 @@
 """Feature dumps: Kaldi ark/scp matrices plus a feats.yaml that says how to read them back.
 
-Every utterance is one Kaldi matrix. Frame sequences (pooling none) are stored as [T, L*D], the
-kept layers side by side; utterance means (pooling mean) as [L, D]. Readers always return
+Every utterance is one matrix. Frame sequences (pooling none) are stored as [T, L*D], the kept
+layers side by side; utterance means (pooling mean) as [L, D]. float32 dumps are plain Kaldi
+binary matrices; float16 dumps use kaldiio's numpy-in-ark records (Kaldi has no half-precision
+matrix type), which ``kaldiio.load_scp`` reads back as float16. Readers always return float32
 [T, L, D] (T=1 for means), which is what the models take.
 """
+import os
 from pathlib import Path
 
 import kaldiio
@@ -15,16 +18,22 @@ from genser.fileio import atomic_open
 
 META_FILE = "feats.yaml"
 POOLINGS = ("none", "mean")
+DTYPES = ("float32", "float16")
 
 
 def read_meta(feat_dir):
+    """feats.yaml of a dump (raises naming the file and the stage that writes it)."""
     path = Path(feat_dir) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; it is written by stage 1 (feature extraction, --merge)")
-    meta = yaml.safe_load(path.read_text())
+    meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a YAML mapping")
     for key in ("num_layers", "dim", "pooling"):
         if key not in meta:
             raise ValueError(f"{path}: no '{key}' entry")
+    if meta["pooling"] not in POOLINGS:
+        raise ValueError(f"{path}: pooling must be one of {POOLINGS}, got {meta['pooling']!r}")
     return meta
 
 
@@ -34,18 +43,38 @@ def write_meta(feat_dir, meta):
 
 
 def to_matrix(feats, pooling):
-    """[T, L, D] -> the stored 2-D matrix."""
+    """[T, L, D] -> the stored 2-D matrix ([T, L*D], or the mean over frames [L, D])."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if pooling == "mean":
-        return feats.mean(axis=0)
+        return feats.mean(axis=0, dtype=np.float64).astype(np.float32)
     return feats.reshape(feats.shape[0], -1)
 
 
 def from_matrix(mat, meta):
-    """The stored 2-D matrix -> [T, L, D] float32."""
-    L, D = meta["num_layers"], meta["dim"]
+    """The stored 2-D matrix -> [T, L, D] float32 (ValueError when its shape does not fit meta)."""
+    L, D = int(meta["num_layers"]), int(meta["dim"])
+    mat = np.array(mat, dtype=np.float32)  # a writable copy (kaldiio returns read-only buffers)
     if meta["pooling"] == "mean":
-        return np.array(mat, dtype=np.float32).reshape(1, L, D)
-    return np.array(mat, dtype=np.float32).reshape(-1, L, D)
+        if mat.shape != (L, D):
+            raise ValueError(f"expected an [L, D] = [{L}, {D}] matrix, got {list(mat.shape)}")
+        return mat.reshape(1, L, D)
+    if mat.ndim != 2 or mat.shape[1] != L * D:
+        raise ValueError(f"expected a [T, L*D] = [T, {L * D}] matrix, got {list(mat.shape)}")
+    return mat.reshape(-1, L, D)
+
+
+def to_storage(mat, dtype, utt):
+    """Casts a matrix to the storage dtype; values that overflow float16 raise naming ``utt``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(mat, dtype=np.dtype(dtype))
+    if dtype == "float16" and not np.isfinite(out).all():
+        big = float(np.abs(mat).max())
+        raise ValueError(f"utterance {utt}: feature values up to {big:.4g} exceed the float16 range "
+                         f"(65504); extract with --dtype float32")
+    return out
 
 
 def stack_layers(layers, lengths, keep=None):
@@ -56,12 +85,33 @@ def stack_layers(layers, lengths, keep=None):
 
 
 def check_finite(utt, feats, where):
+    """Raises ValueError naming ``utt`` and ``where`` (a file) if ``feats`` has NaN or inf."""
     if not np.isfinite(feats).all():
-        raise ValueError(f"utterance {utt}: non-finite feature values (NaN or inf) from {where}")
+        bad = int(np.size(feats) - np.isfinite(feats).sum())
+        raise ValueError(f"utterance {utt}: {bad} non-finite feature values (NaN or inf) in {where}")
+
+
+def read_scp(scp):
+    """feats.scp -> {utt: "ark_path:offset"} (blank lines skipped; malformed lines raise)."""
+    entries = {}
+    with open(scp, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split(None, 1)
+            if not parts:
+                continue
+            if len(parts) != 2 or ":" not in parts[1]:
+                raise ValueError(f"{scp}:{lineno}: expected 'utt ark_path:offset', got {line.strip()!r}")
+            if parts[0] in entries:
+                raise ValueError(f"{scp}:{lineno}: duplicate utterance {parts[0]}")
+            entries[parts[0]] = parts[1].strip()
+    return entries
 
 
 class FeatureReader:
-    """Random access to a feature dump: ``reader[utt]`` is an np.float32 array [T, L, D]."""
+    """Lazy random access to a feature dump: ``reader[utt]`` is an np.float32 array [T, L, D].
+
+    Ark paths in feats.scp that no longer exist (a moved dump) are looked up next to feats.scp.
+    """
 
     def __init__(self, feat_dir):
         self.feat_dir = Path(feat_dir)
@@ -70,75 +120,151 @@ class FeatureReader:
         if not scp.is_file():
             raise FileNotFoundError(f"{scp} is missing; it is written by stage 1 (feature extraction, --merge)")
         self.scp_path = scp
-        self._scp = kaldiio.load_scp(str(scp))
+        self._entries = read_scp(scp)
+        self._arks = {}  # ark path as written -> path to open
 
     @property
     def utts(self):
-        return list(self._scp.keys())
+        return sorted(self._entries)
 
     def __len__(self):
-        return len(self._scp)
+        return len(self._entries)
 
     def __contains__(self, utt):
-        return utt in self._scp
+        return utt in self._entries
+
+    def __iter__(self):
+        return iter(self.utts)
+
+    def _locate(self, utt):
+        ark, offset = self._entries[utt].rsplit(":", 1)
+        if ark not in self._arks:
+            moved = self.feat_dir / Path(ark).name
+            self._arks[ark] = ark if os.path.exists(ark) or not moved.exists() else str(moved)
+        return self._arks[ark], offset
 
     def __getitem__(self, utt):
-        if utt not in self._scp:
+        if utt not in self._entries:
             raise KeyError(f"utterance {utt} is not in {self.scp_path}")
-        feats = from_matrix(self._scp[utt], self.meta)
-        check_finite(utt, feats, self._scp._dict[utt] if hasattr(self._scp, "_dict") else self.scp_path)
+        ark, offset = self._locate(utt)
+        try:
+            mat = kaldiio.load_mat(f"{ark}:{offset}")
+            feats = from_matrix(mat, self.meta)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"utterance {utt}: cannot read its features from {ark} (via {self.scp_path}): "
+                             f"{exc}") from exc
+        check_finite(utt, feats, ark)
         return feats
 
 
+def load_all(reader, utts=None):
+    """Preloads {utt: [T, L, D] float32} into memory (pooled or small dumps)."""
+    return {utt: reader[utt] for utt in (reader.utts if utts is None else utts)}
+
+
 class FeatureDataset(torch.utils.data.Dataset):
-    """(features [T, L, D] tensor, target) pairs for a list of utterances."""
+    """(features [T, L, D] tensor, target) pairs for a list of utterances.
+
+    ``reader`` is a FeatureReader or any mapping utt -> [T, L, D] array (e.g. load_all's dict).
+    """
 
     def __init__(self, reader, utts, targets):
         if len(utts) != len(targets):
             raise ValueError(f"{len(utts)} utterances but {len(targets)} targets")
         missing = [u for u in utts if u not in reader]
         if missing:
-            raise KeyError(f"{len(missing)} utterances have no features in {reader.scp_path}, "
-                           f"e.g. {missing[:3]}; re-run stage 1")
-        self.reader, self.utts, self.targets = reader, list(utts), list(targets)
+            where = getattr(reader, "scp_path", "the features")
+            raise KeyError(f"{len(missing)} utterances have no features in {where}, e.g. "
+                           f"{', '.join(missing[:3])}; re-run stage 1 (feature extraction)")
+        self.reader, self.utts, self.targets = reader, list(utts), [int(t) for t in targets]
 
     def __len__(self):
         return len(self.utts)
 
     def __getitem__(self, i):
-        return torch.from_numpy(self.reader[self.utts[i]]), self.targets[i]
+        return torch.as_tensor(np.asarray(self.reader[self.utts[i]], dtype=np.float32)), self.targets[i]
 
 
 def pad_collate(batch):
-    """[(feats [T, L, D], target)] -> feats [B, T_max, L, D] (zero padded), lengths [B], targets [B]."""
-    lengths = torch.tensor([f.shape[0] for f, _ in batch], dtype=torch.long)
-    first = batch[0][0]
-    feats = first.new_zeros((len(batch), int(lengths.max()), *first.shape[1:]))
-    for i, (f, _) in enumerate(batch):
+    """[(feats [T, L, D], target)] -> feats [B, T_max, L, D] float32 (zero padded), lengths [B], targets [B]."""
+    if not batch:
+        raise ValueError("pad_collate got an empty batch")
+    items = [torch.as_tensor(f, dtype=torch.float32) for f, _ in batch]
+    shape = items[0].shape[1:]
+    for i, f in enumerate(items):
+        if f.dim() != 3 or f.shape[1:] != shape or f.shape[0] == 0:
+            raise ValueError(f"pad_collate: item {i} has shape {list(f.shape)}; expected [T>0, "
+                             f"{', '.join(map(str, shape))}] like item 0")
+    lengths = torch.tensor([f.shape[0] for f in items], dtype=torch.long)
+    feats = items[0].new_zeros((len(items), int(lengths.max()), *shape))
+    for i, f in enumerate(items):
         feats[i, :f.shape[0]] = f
     targets = torch.tensor([int(t) for _, t in batch], dtype=torch.long)
     return feats, lengths, targets
 
 
-def write_feats_dir(feat_dir, feats, meta):
-    """Writes {utt: [T, L, D]} as one ark/scp pair plus feats.yaml (in-memory dumps, tests)."""
+class ArkWriter:
+    """Writes ``ark`` and ``scp`` so that neither exists until every utterance is written.
+
+    Matrices go to hidden temp files; ``commit()`` renames the ark into place and then writes the
+    scp (pointing at the final ark name). A crash or kill leaves at most the temp files, so an
+    existing scp always describes a complete ark. Use as a context manager (commit on success,
+    temp files removed on an exception).
+    """
+
+    def __init__(self, ark, scp, dtype="float32"):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        self.ark, self.scp = Path(ark).resolve(), Path(scp)
+        self.tmp_ark = self.ark.with_name(f".{self.ark.name}.tmp")
+        self.tmp_scp = self.ark.with_name(f".{self.scp.name}.tmp")
+        self.dtype = dtype
+        self.count = 0
+        # Kaldi binary matrices have no float16 type; kaldiio's "numpy" records keep the dtype.
+        self._writer = kaldiio.WriteHelper(f"ark,scp:{self.tmp_ark},{self.tmp_scp}",
+                                           write_function="numpy" if dtype == "float16" else None)
+
+    def __call__(self, utt, mat):
+        self._writer(utt, to_storage(mat, self.dtype, utt))
+        self.count += 1
+
+    def commit(self):
+        self._writer.close()
+        lines = []
+        for line in self.tmp_scp.read_text(encoding="utf-8").splitlines():
+            utt, loc = line.split(None, 1)
+            lines.append(f"{utt} {self.ark}:{loc.rsplit(':', 1)[1]}\n")
+        os.replace(self.tmp_ark, self.ark)
+        with atomic_open(self.scp) as f:
+            f.writelines(lines)
+        self.tmp_scp.unlink()
+
+    def abort(self):
+        self._writer.close()
+        for tmp in (self.tmp_ark, self.tmp_scp):
+            tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
+
+def write_feats_dir(feat_dir, feats, meta, dtype="float32"):
+    """Writes {utt: [T, L, D]} as one feats.ark/feats.scp pair plus feats.yaml (in-memory dumps, tests)."""
     feat_dir = Path(feat_dir)
     feat_dir.mkdir(parents=True, exist_ok=True)
     pooling = meta.get("pooling", "none")
-    first = next(iter(feats.values()))
-    ark, scp = feat_dir / "feats.ark", feat_dir / "feats.scp"
-    tmp_ark = feat_dir / ".feats.ark.tmp"
-    entries = {}
-    with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{feat_dir / '.feats.scp.tmp'}") as writer:
+    first = np.asarray(next(iter(feats.values())))
+    with ArkWriter(feat_dir / "feats.ark", feat_dir / "feats.scp", dtype=dtype) as writer:
         for utt in sorted(feats):
-            check_finite(utt, feats[utt], "the features to write")
-            writer(utt, to_matrix(np.asarray(feats[utt], dtype=np.float32), pooling))
-    tmp_ark.replace(ark)
-    for line in (feat_dir / ".feats.scp.tmp").read_text().splitlines():
-        utt, loc = line.split(maxsplit=1)
-        entries[utt] = f"{ark}:{loc.rsplit(':', 1)[1]}"
-    (feat_dir / ".feats.scp.tmp").unlink()
-    with atomic_open(scp) as f:
-        f.writelines(f"{u} {loc}\n" for u, loc in entries.items())
-    write_meta(feat_dir, {**meta, "pooling": pooling, "num_layers": int(first.shape[1]), "dim": int(first.shape[2]),
-                          "num_utts": len(feats)})
+            arr = np.asarray(feats[utt], dtype=np.float32)
+            check_finite(utt, arr, "the features to write")
+            writer(utt, to_matrix(arr, pooling))
+    write_meta(feat_dir, {**meta, "pooling": pooling, "dtype": dtype, "num_layers": int(first.shape[1]),
+                          "dim": int(first.shape[2]), "num_utts": len(feats)})

@@ -196,9 +196,9 @@ class HierarchicalTaxonomy(Taxonomy):
                     raise ValueError(f"class {c!r}: part {part!r} is not a label of level {j} {lv}")
             paths.append(path)
         self.levels, self.level_dims, self.sep = levels, level_dims, sep
-        # [K, n_levels] index of each class's label at each level
-        self._paths = paths
+        self._paths = paths  # per class, its label at every level
         super().__init__([sep.join(p) for p in paths], sum(level_dims), base, spacing, norm, metric)
+        # [K, n_levels]: index of each class's label within each level
         self.register_buffer(
             "level_index",
             torch.tensor([[lv.index(p) for p, lv in zip(path, levels)] for path in paths], dtype=torch.long),

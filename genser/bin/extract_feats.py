@@ -1,0 +1,261 @@
+"""Stage 1: frontend features of a data dir into Kaldi ark/scp, one job of a split at a time.
+
+    # job 3 of 4 (ser.sh runs JOB=1:nj through cmd.sh)
+    python -m genser.bin.extract_feats --data_dir data/all/split4/3 --out_dir dump/fbank --job 3 \
+        --frontend fbank --layers all --pooling none --dtype float32
+    # then, once every job is done
+    python -m genser.bin.extract_feats --merge --out_dir dump/fbank --nj 4 [--data_dir data/all]
+
+A job writes ``feats.<job>.ark``/``.scp`` to temp names and renames them when complete, then
+``feats.<job>.done`` (the job's settings and metadata). A job whose done marker and scp exist
+and whose settings match is skipped, so re-running after a kill redoes only unfinished jobs.
+``--merge`` checks every done marker, writes the sorted ``feats.scp`` and ``feats.yaml`` and logs
+the on-disk size.
+"""
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from genser.bin.common import load_config, setup_logging, str_or_none
+from genser.features import (DTYPES, POOLINGS, ArkWriter, check_finite, stack_layers, to_matrix,
+                             write_meta)
+from genser.fileio import atomic_open, atomic_write, read_kv
+
+log = logging.getLogger("genser.extract_feats")
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", type=str_or_none, default=None,
+                        help="data dir to extract (wav.scp, optional segments); with --merge: check coverage")
+    parser.add_argument("--out_dir", required=True, help="feature dump folder (dump/<feat_tag>)")
+    parser.add_argument("--job", type=int, default=1, help="job number (names feats.<job>.ark/.scp/.done)")
+    parser.add_argument("--nj", type=int, default=None, help="number of jobs (required with --merge)")
+    parser.add_argument("--merge", action="store_true", help="merge the finished jobs into feats.scp + feats.yaml")
+    parser.add_argument("--frontend", default="fbank", help="s3prl upstream name (fbank, mfcc, wavlm_local, ...)")
+    parser.add_argument("--frontend_path", type=str_or_none, default=None,
+                        help="checkpoint (s3prl *_local upstreams) or folder path overriding the spec's")
+    parser.add_argument("--frontend_conf", type=str_or_none, default=None,
+                        help="YAML frontend spec, e.g. {type: hf, path: /models/whisper-base}; overrides --frontend")
+    parser.add_argument("--layers", default="all", help='layers to keep: all, or indices like "0 3 5"')
+    parser.add_argument("--pooling", choices=POOLINGS, default="none",
+                        help="none: frames [T, L*D]; mean: per-layer utterance mean [L, D]")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype")
+    parser.add_argument("--batch_size", type=int, default=8, help="utterances per frontend forward pass")
+    parser.add_argument("--device", default="cpu", help="torch device of the frontend (cpu, cuda, cuda:1)")
+    parser.add_argument("--num_threads", type=int, default=1,
+                        help="torch CPU threads per job (jobs run in parallel; more threads contend)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+def frontend_spec_of(args):
+    """The frontend spec from --frontend_conf (a spec, or {frontend: spec}) or --frontend/--frontend_path."""
+    from genser.bin.common import read_yaml
+    from genser.frontend import frontend_spec
+
+    if args.frontend_conf:
+        spec = read_yaml(args.frontend_conf)
+        spec = spec.get("frontend", spec)
+    else:
+        spec = {"type": "s3prl", "name": args.frontend}
+    if args.frontend_path:
+        spec = {**spec, "path": args.frontend_path}
+    return frontend_spec(spec)
+
+
+def parse_layers(layers, num_layers):
+    """'all' or indices ("0 3 5", "0,3,-1") -> sorted list of valid layer indices."""
+    text = str(layers).replace(",", " ").split() if not isinstance(layers, (list, tuple)) else layers
+    if len(text) == 1 and str(text[0]).lower() == "all":
+        return list(range(num_layers))
+    try:
+        keep = [int(x) for x in text]
+    except ValueError:
+        raise ValueError(f'--layers must be "all" or layer indices like "0 3 5", got {layers!r}') from None
+    keep = [k + num_layers if k < 0 else k for k in keep]
+    bad = [k for k in keep if not 0 <= k < num_layers]
+    if not keep or bad or len(set(keep)) != len(keep):
+        raise ValueError(f"--layers {layers!r}: need distinct indices in 0..{num_layers - 1} "
+                         f"(this frontend has {num_layers} layers)")
+    return sorted(keep)
+
+
+def read_utts(data_dir):
+    """{utt: (path, start, end)} from wav.scp and, if present, segments."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "wav.scp").is_file():
+        raise FileNotFoundError(f"{data_dir / 'wav.scp'} is missing (stage 0 makes it; split_data.sh the splits)")
+    wav = read_kv(data_dir / "wav.scp")
+    if not (data_dir / "segments").is_file():
+        return {utt: (path, None, None) for utt, path in sorted(wav.items())}
+    out = {}
+    for utt, value in sorted(read_kv(data_dir / "segments").items()):
+        parts = value.split()
+        if len(parts) != 3 or parts[0] not in wav:
+            raise ValueError(f"{data_dir / 'segments'}: utt {utt}: expected 'utt rec start end' with rec in "
+                             f"wav.scp, got {value!r}")
+        out[utt] = (wav[parts[0]], float(parts[1]), float(parts[2]))
+    return out
+
+
+def fingerprint(utts):
+    """A short hash of the job's utterances and audio paths (a changed split redoes the job)."""
+    text = "".join(f"{u} {p} {s} {e}\n" for u, (p, s, e) in sorted(utts.items()))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def job_paths(out_dir, job):
+    out = Path(out_dir)
+    return out / f"feats.{job}.ark", out / f"feats.{job}.scp", out / f"feats.{job}.done"
+
+
+# ---------------------------------------------------------------------------------------------
+def run_job(args):
+    utts = read_utts(args.data_dir)
+    if not utts:
+        raise ValueError(f"{args.data_dir}: no utterances")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ark, scp, done = job_paths(out_dir, args.job)
+    settings = {"frontend": frontend_spec_of(args), "layers": str(args.layers), "pooling": args.pooling,
+                "dtype": args.dtype, "data": fingerprint(utts)}
+    if done.is_file() and scp.is_file() and ark.is_file():
+        previous = (yaml.safe_load(done.read_text(encoding="utf-8")) or {}).get("settings")
+        if previous == settings:
+            log.info("job %d: already done (%s); skipping", args.job, done)
+            return
+        log.info("job %d: settings differ from the finished run (%s vs %s); re-extracting", args.job,
+                 previous, settings)
+    # Nothing may describe the ark while it is rewritten: neither this job's scp/done nor a merged
+    # feats.scp from an earlier run.
+    for stale in (done, scp, out_dir / "feats.scp", out_dir / "feats.yaml"):
+        stale.unlink(missing_ok=True)
+    meta = extract(args, utts, settings, ark, scp)
+    atomic_write(done, yaml.safe_dump({"settings": settings, "meta": meta}, sort_keys=False))
+
+
+def extract(args, utts, settings, ark, scp):
+    """Runs the frontend over ``utts`` into ark/scp; returns the job's metadata."""
+    import torch
+    from tqdm import tqdm
+
+    from genser.audio import AudioReader
+    from genser.frontend import build_frontend
+
+    start = time.time()
+    frontend = build_frontend(settings["frontend"], device=args.device)
+    keep = parse_layers(args.layers, frontend.num_layers)
+    built = time.time()
+    reader = AudioReader(target_sr=frontend.sample_rate)
+    ids = list(utts)
+    audio_s = 0.0
+    bar = tqdm(total=len(ids), desc=f"extract job {args.job}", unit="utt", file=sys.stderr,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    with ArkWriter(ark, scp, dtype=args.dtype) as writer:
+        for b in range(0, len(ids), args.batch_size):
+            batch = ids[b:b + args.batch_size]
+            wavs = [reader(u, *utts[u]) for u in batch]
+            for u, w in zip(batch, wavs):
+                if frontend.max_samples is not None and w.numel() > frontend.max_samples:
+                    raise ValueError(f"utt {u}: {w.numel() / frontend.sample_rate:.2f} s of audio ({utts[u][0]}) "
+                                     f"is longer than the {frontend.max_samples / frontend.sample_rate:.0f} s "
+                                     f"the frontend takes; cut it into segments")
+            audio_s += sum(w.numel() for w in wavs) / frontend.sample_rate
+            with torch.no_grad():
+                layers, lengths = frontend(wavs)
+            for u, feats in zip(batch, stack_layers(layers, lengths, keep)):
+                check_finite(u, feats, f"the {frontend.spec.get('name', 'hf')} frontend output for {utts[u][0]}")
+                writer(u, to_matrix(feats, args.pooling))
+            bar.update(len(batch))
+    bar.close()
+    wall = time.time() - built
+    log.info("job %d: %d utts, %.1f s of audio in %.1f s (real-time factor %.4f; frontend loaded in %.1f s); "
+             "%s: %.2f MB", args.job, len(ids), audio_s, wall, wall / max(audio_s, 1e-9), built - start, ark,
+             ark.stat().st_size / 2 ** 20)
+    return {"frontend": frontend.describe(), "layers": keep, "num_layers": len(keep),
+            "dim": frontend.hidden_size, "pooling": args.pooling, "dtype": args.dtype,
+            "frame_rate": frontend.frame_rate, "whisper_mode": frontend.spec.get("whisper_mode"),
+            "num_utts": len(ids), "audio_seconds": round(audio_s, 3), "wall_seconds": round(wall, 3)}
+
+
+# ---------------------------------------------------------------------------------------------
+def merge(args):
+    out_dir = Path(args.out_dir)
+    if not args.nj or args.nj < 1:
+        raise ValueError("--merge needs --nj (the number of extraction jobs)")
+    missing = [j for j in range(1, args.nj + 1) if not all(p.is_file() for p in job_paths(out_dir, j))]
+    if missing:
+        raise RuntimeError(f"{out_dir}: extraction job(s) {' '.join(map(str, missing))} of {args.nj} did not "
+                           f"finish (no feats.<job>.done/.scp/.ark); re-run stage 1 (finished jobs are skipped)")
+    metas, entries = [], {}
+    for job in range(1, args.nj + 1):
+        _, scp, done = job_paths(out_dir, job)
+        metas.append(yaml.safe_load(done.read_text(encoding="utf-8"))["meta"])
+        for utt, loc in read_kv(scp).items():
+            if utt in entries:
+                raise RuntimeError(f"utt {utt} is in {scp} and in an earlier job's scp; re-split and re-run stage 1")
+            entries[utt] = loc
+    check_jobs_agree(out_dir, metas)
+    if args.data_dir:
+        check_coverage(args.data_dir, out_dir, entries)
+    with atomic_open(out_dir / "feats.scp") as f:
+        f.writelines(f"{utt} {entries[utt]}\n" for utt in sorted(entries))
+    size = sum(job_paths(out_dir, j)[0].stat().st_size for j in range(1, args.nj + 1))
+    keys = ("frontend", "layers", "num_layers", "dim", "pooling", "dtype", "frame_rate", "whisper_mode")
+    meta = {k: metas[0][k] for k in keys}
+    meta.update(num_utts=len(entries), nj=args.nj, size_mb=round(size / 2 ** 20, 3),
+                audio_seconds=round(sum(m["audio_seconds"] for m in metas), 3))
+    write_meta(out_dir, meta)
+    log.info("merged %d jobs: %d utts in %s; on disk %.2f MB (%.1f KB per utt)", args.nj, len(entries),
+             out_dir / "feats.scp", size / 2 ** 20, size / 2 ** 10 / max(len(entries), 1))
+
+
+def check_jobs_agree(out_dir, metas):
+    keys = ("frontend", "layers", "dim", "pooling", "dtype")
+    for job, meta in enumerate(metas[1:], 2):
+        diff = [k for k in keys if meta.get(k) != metas[0].get(k)]
+        if diff:
+            raise RuntimeError(f"{out_dir}: job {job} was extracted with other settings than job 1 ({diff}: "
+                               f"{[meta.get(k) for k in diff]} vs {[metas[0].get(k) for k in diff]}); "
+                               f"remove {out_dir} and re-run stage 1")
+
+
+def check_coverage(data_dir, out_dir, entries):
+    utts = set(read_utts(data_dir))
+    missing = sorted(utts - set(entries))
+    if missing:
+        raise RuntimeError(f"{len(missing)} utts of {data_dir} have no features in {out_dir} (e.g. "
+                           f"{', '.join(missing[:5])}); remove {out_dir} and re-run stage 1")
+    extra = len(set(entries) - utts)
+    if extra:
+        log.warning("%d utts in %s are not in %s", extra, out_dir, data_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+def main(argv=None):
+    parser = get_parser()
+    args = load_config(parser, argv)
+    setup_logging()
+    if args.batch_size < 1:
+        parser.error("--batch_size must be positive")
+    if args.merge:
+        merge(args)
+        return
+    if not args.data_dir:
+        parser.error("--data_dir is required (except with --merge)")
+    if args.nj is not None and not 1 <= args.job <= args.nj:
+        parser.error(f"--job {args.job} is not in 1..{args.nj}")
+    import torch
+
+    torch.set_num_threads(max(1, args.num_threads))
+    run_job(args)
+
+
+if __name__ == "__main__":
+    main()
