@@ -77,3 +77,18 @@ def test_missing_prerequisite_names_file_and_stage(tmp_path):
     result = run_recipe(recipe, "--stage", "4", timeout=120)
     assert result.returncode != 0
     assert "folds.txt is missing" in result.stderr and "stage 2" in result.stderr
+
+
+def test_genser_infer_classifies_wav_files(trained_recipe):
+    model = next((trained_recipe / "exp" / "emotion_fbank" / "genser").glob("fold_*/model.pt"))
+    wavs = sorted((trained_recipe / "downloads" / "synth").rglob("*.wav"))[:2]
+    result = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--model", str(model), "--nsteps", "2",
+                             *map(str, wavs)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t") == ["id", "label", "neutral", "happy", "angry", "sad"]
+    for line, wav in zip(lines[1:], wavs):
+        fields = line.split("\t")
+        assert fields[0] == str(wav) and fields[1] in ("neutral", "happy", "angry", "sad")
+        assert abs(sum(map(float, fields[2:])) - 1.0) < 1e-3
+    assert len(lines) == 3

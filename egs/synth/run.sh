@@ -9,6 +9,7 @@ set -euo pipefail
 
 ./ser.sh \
     --nj 2 \
+    --train_nj 2 \
     --frontend fbank \
     --train_config conf/train.yaml \
     --models "genser classifier" \
