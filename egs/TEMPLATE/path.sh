@@ -13,5 +13,8 @@ if ! python3 -c "import genser" 2>/dev/null; then
 fi
 export PATH=${GENSER_ROOT}/utils:${PATH}
 export PYTHONUNBUFFERED=1
+# Parallel jobs (run.pl) already fill the cores; OpenMP threads on top of them oversubscribe and
+# spin. Measured here on 2 busy cores: 5 s with one thread against 200 s with two.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # Sorting and joins in the data dirs assume byte order, as in Kaldi.
 export LC_ALL=C
