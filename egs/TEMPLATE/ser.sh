@@ -100,7 +100,7 @@ require() {
 show_failed_logs() {
     local pattern=$1 f
     for f in ${pattern}; do
-        if [ -f "${f}" ] && grep -q "exit code [1-9]\|^# Accounting: status=[1-9]\|Traceback\|Error" "${f}"; then
+        if [ -f "${f}" ] && grep -q "^# Ended (code [1-9]" "${f}"; then
             log "---- ${f} (last 20 lines) ----"
             tail -n 20 "${f}" >&2
         fi
