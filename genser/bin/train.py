@@ -174,7 +174,7 @@ def evaluate(model, loader, device, nsteps, seed):
     return stats
 
 
-def train_one_epoch(*, ddp_model, loader, optimizer, params, state, device, rank, crop_rng):
+def train_one_epoch(*, ddp_model, loader, optimizer, params, state, device, rank):
     ddp_model.train()
     total, count = 0.0, 0
     for batch in tqdm(loader, desc=f"epoch {state['epoch']}", disable=rank != 0, mininterval=5, leave=False):
@@ -225,7 +225,7 @@ def is_better(stats, best):
     return (stats["ua"], -stats["loss"]) > (best["ua"], -best["loss"])
 
 
-def prepare_fold(params, fold, fold_dir):
+def prepare_fold(params, fold):
     data = load_data_dir(params.data_dir)
     labels = read_list(params.labels)
     train, dev, test = fold_split(data, fold, dev_ratio=params.dev_ratio, seed=params.seed)
@@ -238,7 +238,7 @@ def prepare_fold(params, fold, fold_dir):
 
 
 def run(params, fold, fold_dir, rank, world, device):
-    labels, split, targets = prepare_fold(params, fold, fold_dir)
+    labels, split, targets = prepare_fold(params, fold)
     if rank == 0:
         for name, utts in split.items():
             write_list(fold_dir / f"{name}.list", utts)
@@ -265,18 +265,18 @@ def run(params, fold, fold_dir, rank, world, device):
     ddp_model = DistributedDataParallel(LossModule(model), find_unused_parameters=True) if world > 1 \
         else LossModule(model)
     fit(params=params, model=model, ddp_model=ddp_model, optimizer=optimizer, state=state, loaders=(
-        train_loader, sampler, dev_loader), device=device, rank=rank, crop_rng=crop_rng, fold=fold,
+        train_loader, sampler, dev_loader), device=device, rank=rank, fold=fold,
         fold_dir=fold_dir, meta=meta)
 
 
-def fit(*, params, model, ddp_model, optimizer, state, loaders, device, rank, crop_rng, fold, fold_dir, meta):
+def fit(*, params, model, ddp_model, optimizer, state, loaders, device, rank, fold, fold_dir, meta):
     train_loader, sampler, dev_loader = loaders
     while state["epoch"] <= params.epochs:
         epoch, start = state["epoch"], time.time()
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_loss = train_one_epoch(ddp_model=ddp_model, loader=train_loader, optimizer=optimizer, params=params,
-                                     state=state, device=device, rank=rank, crop_rng=crop_rng)
+                                     state=state, device=device, rank=rank)
         stats = evaluate(model, dev_loader, device, params.eval_nsteps, params.seed)
         improved = is_better(stats, state["best"])
         if improved:
