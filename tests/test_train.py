@@ -1,4 +1,5 @@
 """Training entry point: DDP agreement across ranks, resuming, config merging, bad labels."""
+import gc
 import os
 import socket
 import subprocess
@@ -33,7 +34,7 @@ def _ddp_step(rank, world, port, kind, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = build_model({**TINY, "model": kind}, LABELS, input_dim=8, num_layers=2)
-    ddp = torch.nn.parallel.DistributedDataParallel(train.LossModule(model), find_unused_parameters=True)
+    ddp = torch.nn.parallel.DistributedDataParallel(train.LossModule(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(100 + rank)  # different data on every rank
     feats = torch.randn(6, 5, 2, 8, generator=gen)
@@ -47,6 +48,9 @@ def _ddp_step(rank, world, port, kind, out):
     dist.all_gather(gathered, flat)
     if rank == 0:
         np.save(out, torch.stack(gathered).numpy())
+    del ddp
+    gc.collect()  # the reducer must go before the process group: see genser.bin.train.main
+    dist.barrier()
     dist.destroy_process_group()
 
 
