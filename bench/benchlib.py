@@ -1,0 +1,59 @@
+"""Shared by the bench/ scripts: the machine description and the results-file writer."""
+import contextlib
+import datetime
+import io
+import logging
+import os
+import shlex
+import statistics
+import time
+from pathlib import Path
+
+from genser.bin.score import environment
+from genser.fileio import atomic_write
+
+
+def machine_description():
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"Machine: {environment()}; OMP_NUM_THREADS={threads}; no GPU unless stated."
+
+
+def write_results(path, *, title, body, argv):
+    """Writes a results file headed by the date and the exact command line."""
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    text = f"# {title}\n\n- date: {date}\n- command: `python {shlex.join(argv)}`\n\n{body.rstrip()}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text)
+    print(f"wrote {path}")
+
+
+def median_time(fn, repeats, warmup=1):
+    """Median wall-clock seconds of fn() over repeats calls, after warm-up calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def quiet(fn, argv, log_file):
+    """Runs a genser entry point with its console output appended to log_file (training also
+    keeps its own train.log), so a benchmark prints one line per run instead."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(io.StringIO()):
+        fn(argv)
+    logging.getLogger().handlers.clear()
+
+
+def prepare_emodb(emodb, work):
+    """The EmoDB data dir (leave-one-speaker-out folds) under work/data/all; made once."""
+    from genser.bin import prepare_corpus
+
+    data = Path(work) / "data" / "all"
+    if not (data / "utt2emo").exists():
+        quiet(prepare_corpus.main, ["emodb", "--corpus_dir", str(emodb), "--data_dir", str(data)],
+              Path(work) / "log" / "prepare.log")
+    return data
