@@ -13,7 +13,12 @@ else
 PYTHON ?= tools/venv/bin/python
 endif
 
-.PHONY: install demo test
+.PHONY: install demo test bench
+
+# Real data for `make bench` (bench/README.md): EmoDB and a whisper-base transformers folder.
+SHARED ?= ../shared
+EMODB ?= $(SHARED)/corpora/emodb
+WHISPER ?= $(SHARED)/models/whisper-base
 
 install:
 	bash tools/install.sh
@@ -23,3 +28,7 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests -q
+
+bench: install
+	OMP_NUM_THREADS=1 $(PYTHON) bench/accuracy.py --emodb $(EMODB) --whisper $(WHISPER) --out bench/results/accuracy.md
+	OMP_NUM_THREADS=1 $(PYTHON) bench/cost.py --emodb $(EMODB) --whisper $(WHISPER) --out bench/results/cost.md

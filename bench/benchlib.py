@@ -1,12 +1,10 @@
-"""Shared by the bench/ scripts: the machine description and the results-file writer."""
+"""Shared by the bench/ scripts: machine description, results files, quiet entry-point runs, EmoDB data."""
 import contextlib
 import datetime
 import io
 import logging
 import os
 import shlex
-import statistics
-import time
 from pathlib import Path
 
 from genser.bin.score import environment
@@ -25,18 +23,6 @@ def write_results(path, *, title, body, argv):
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)
     print(f"wrote {path}")
-
-
-def median_time(fn, repeats, warmup=1):
-    """Median wall-clock seconds of fn() over repeats calls, after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def quiet(fn, argv, log_file):

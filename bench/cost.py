@@ -145,7 +145,8 @@ def resampled_copy(data, work):
 
 
 def stage1_wall(data, work, name):
-    """Wall seconds of stage 1 as ser.sh runs it: nj job processes in parallel, then the merge."""
+    """Wall seconds of stage 1's jobs as ser.sh runs them: nj processes in parallel (the merge
+    that follows reads only the scp files and is left out)."""
     out = {}
     for nj in (1, 2):
         dump = work / "dump_nj" / f"{name}_nj{nj}"

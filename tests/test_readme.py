@@ -1,4 +1,4 @@
-"""The README's Library example runs as written."""
+"""The README's Library example runs as written, and its links resolve."""
 import re
 import runpy
 from pathlib import Path
@@ -17,3 +17,11 @@ def test_library_example_runs(tmp_path, monkeypatch, capsys):
     accuracy = float(capsys.readouterr().out.split("accuracy:")[1])
     assert accuracy > 0.95
     assert (tmp_path / "toy.pt").exists()
+
+
+def test_relative_links_resolve():
+    """Every [text](path) link of the README to a file of the repository points at one."""
+    links = re.findall(r"\]\(([^)#:]+)\)", README.read_text())
+    assert links
+    missing = [link for link in links if not (README.parent / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
