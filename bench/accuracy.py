@@ -102,7 +102,7 @@ def run_experiment(*, args, data, dump, exp, task, seed, systems, model_conf):
         if not any(fold_dir.glob("decode_*/hyp.tsv")):
             quiet(decode.main, ["--model_dir", str(fold_dir), "--nsteps", NSTEPS, "--eta", ETAS, *common],
                   exp / "bench.log")
-    scores, primaries = score_experiment(load_experiment(exp))
+    scores, _ = score_experiment(load_experiment(exp))
     logging.getLogger().handlers.clear()
     return scores
 
@@ -126,6 +126,9 @@ def cell(stat):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    unknown = set(args.ablations.split(",")) - {"all", "none", *ABLATIONS}
+    if unknown:
+        raise SystemExit(f"error: unknown ablation(s) {sorted(unknown)}; known: {', '.join(ABLATIONS)}")
     work = Path(args.work)
     seeds = [int(s) for s in args.seeds.split()]
     data, frontends = prepare(args, work)

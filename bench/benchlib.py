@@ -27,11 +27,18 @@ def write_results(path, *, title, body, argv):
 
 def quiet(fn, argv, log_file):
     """Runs a genser entry point with its console output appended to log_file (training also
-    keeps its own train.log), so a benchmark prints one line per run instead."""
+    keeps its own train.log), so a benchmark prints one line per run instead. A failure stops
+    the benchmark with a pointer to that log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(io.StringIO()):
-        fn(argv)
-    logging.getLogger().handlers.clear()
+    try:
+        with open(log_file, "a") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(io.StringIO()):
+            code = fn(argv)
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        logging.getLogger().handlers.clear()
+    if code not in (0, None):
+        raise SystemExit(f"error: {fn.__module__} {' '.join(map(str, argv))} failed ({code}); see {log_file}")
 
 
 def prepare_emodb(emodb, work):
