@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine_description, prepare_emodb, quiet, write_results  # noqa: E402
+from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
 from genser.bin import decode, extract_feats, make_labels, train  # noqa: E402
 from genser.bin.score import load_experiment, score_experiment  # noqa: E402
@@ -70,8 +70,7 @@ def prepare(args, work):
     frontends = {"fbank_no_cmvn": ["--frontend", "fbank_no_cmvn"]}
     if args.whisper:
         spec = work / "whisper_base.yaml"
-        spec.write_text(yaml.safe_dump({"type": "hf", "path": str(Path(args.whisper).resolve()),
-                                        "whisper_mode": "sliced"}))
+        spec.write_text(yaml.safe_dump(whisper_spec(args.whisper)))
         frontends["whisper_base"] = ["--frontend_conf", str(spec)]
     for name, opts in frontends.items():
         dump = work / "dump" / name

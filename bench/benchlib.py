@@ -25,6 +25,11 @@ def write_results(path, *, title, body, argv):
     print(f"wrote {path}")
 
 
+def whisper_spec(folder):
+    """The frontend spec of a local whisper-base folder, as egs/TEMPLATE/conf/frontend/whisper_base.yaml."""
+    return {"type": "hf", "path": str(Path(folder).resolve()), "whisper_mode": "sliced"}
+
+
 def quiet(fn, argv, log_file):
     """Runs a genser entry point with its console output appended to log_file (training also
     keeps its own train.log), so a benchmark prints one line per run instead. A failure stops

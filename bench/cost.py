@@ -30,13 +30,13 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine_description, prepare_emodb, quiet, write_results  # noqa: E402
+from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
 from genser.audio import AudioReader, write_wav  # noqa: E402
 from genser.bin import extract_feats, infer  # noqa: E402
 from genser.bin.common import read_yaml  # noqa: E402
 from genser.datadir import load_data_dir, split_data_dir  # noqa: E402
-from genser.features import FeatureReader, read_meta  # noqa: E402
+from genser.features import FeatureReader, pad_collate, read_meta  # noqa: E402
 from genser.frontend import build_frontend, frontend_spec  # noqa: E402
 from genser.models import build_model  # noqa: E402
 
@@ -175,11 +175,7 @@ def bench_heads(args, dump, utts):
     """Utterances/s of the model alone on cached features: classifier vs Gen-SER N=1, 3, 10."""
     reader = FeatureReader(dump)
     models = recipe_models(read_meta(dump))
-    feats = [torch.from_numpy(reader[u]) for u in utts]
-    padded = []
-    for group in batches(feats, 32):
-        lengths = torch.tensor([f.shape[0] for f in group])
-        padded.append((torch.nn.utils.rnn.pad_sequence(group, batch_first=True), lengths))
+    padded = [pad_collate([(reader[u], 0) for u in group])[:2] for group in batches(utts, 32)]
 
     def run(model, nsteps):
         def fn():
@@ -260,8 +256,7 @@ def main(argv=None):
     data = prepare_emodb(args.emodb, work)
     frontends = {"fbank": frontend_spec({"type": "s3prl", "name": "fbank"})}
     if args.whisper:
-        frontends["whisper_base"] = frontend_spec({"type": "hf", "path": str(Path(args.whisper).resolve()),
-                                                   "whisper_mode": "sliced"})
+        frontends["whisper_base"] = frontend_spec(whisper_spec(args.whisper))
     utts = sorted(load_data_dir(data).spk)
     sections = [machine_description(), "", "torch threads: 1 per process (as path.sh sets).", ""]
     extraction, dumps = bench_extraction(args, data, frontends, work)

@@ -54,6 +54,7 @@ class Frontend(nn.Module):
         self.spec = dict(spec)
         self.frame_rate = float(frame_rate)
         self.num_layers = self.hidden_size = None
+        self.model_type = None  # transformers model_type, recorded by describe()
 
     @property
     def device(self):
@@ -95,8 +96,11 @@ class Frontend(nn.Module):
 
     def describe(self):
         """The spec (enough to rebuild this frontend) plus sizes, for feats.yaml."""
-        return {**self.spec, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
-                "frame_rate": self.frame_rate, "sample_rate": self.sample_rate}
+        out = {**self.spec, "num_layers": self.num_layers, "hidden_size": self.hidden_size,
+               "frame_rate": self.frame_rate, "sample_rate": self.sample_rate}
+        if self.model_type is not None:
+            out["model_type"] = self.model_type
+        return out
 
 
 def pad_wavs(wavs):
@@ -264,9 +268,6 @@ class HFWaveformFrontend(Frontend):
         runs = [self._run([w]) for w in wavs]
         return _pad_cat([r[0] for r in runs]), torch.cat([r[1] for r in runs])
 
-    def describe(self):
-        return {**super().describe(), "model_type": self.model_type}
-
 
 class WhisperFrontend(Frontend):
     """The encoder of a transformers Whisper model; hidden states numbered as transformers does.
@@ -325,9 +326,6 @@ class WhisperFrontend(Frontend):
             return [h[:, : int(lengths.max())] for h in layers], lengths
         # sliced: each utterance alone, so no padding enters the attention
         return _pad_cat([self._encode(self._mel(w).to(self.device)) for w in wavs]), lengths
-
-    def describe(self):
-        return {**super().describe(), "model_type": self.model_type}
 
 
 # ---------------------------------------------------------------------------------------------

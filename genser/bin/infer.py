@@ -15,7 +15,7 @@ import torch
 
 from genser.audio import AudioReader
 from genser.bin.common import setup_logging
-from genser.features import from_matrix, stack_layers, to_matrix
+from genser.features import from_matrix, pad_collate, stack_layers, to_matrix
 from genser.fileio import read_kv
 from genser.frontend import build_frontend
 from genser.models import load_model
@@ -56,11 +56,7 @@ def featurize(frontend, meta, wavs):
 @torch.no_grad()
 def classify(model, frontend, meta, wavs, *, nsteps=1, eta=0.0, generator=None):
     """Posteriors [B, K] and predicted label indices [B] for a list of 1-D 16 kHz waveforms."""
-    feats = featurize(frontend, meta, wavs)
-    lengths = torch.tensor([f.shape[0] for f in feats])
-    batch = torch.zeros(len(feats), int(lengths.max()), *feats[0].shape[1:])
-    for i, f in enumerate(feats):
-        batch[i, :f.shape[0]] = torch.from_numpy(f)
+    batch, lengths, _ = pad_collate([(f, 0) for f in featurize(frontend, meta, wavs)])
     device = next(model.parameters()).device
     out = model.predict(batch.to(device), lengths.to(device), nsteps=nsteps, eta=eta, generator=generator)
     return out["pred"].cpu(), out["scores"].cpu()
