@@ -1,7 +1,9 @@
 """Feature dumps: Kaldi ark/scp matrices plus a feats.yaml that says how to read them back.
 
 Every utterance is one matrix. Frame sequences (pooling none) are stored as [T, L*D], the kept
-layers side by side; utterance means (pooling mean) as [L, D]. float32 dumps are plain Kaldi
+layers side by side; utterance means (pooling mean) as [L, D]; means and standard deviations
+(pooling meanstd, the statistics of the classic utterance-level baselines) as [2L, D], read back
+as 2L "layers" (the L means, then the L stds). float32 dumps are plain Kaldi
 binary matrices; float16 dumps use kaldiio's numpy-in-ark records (Kaldi has no half-precision
 matrix type), which ``kaldiio.load_scp`` reads back as float16. Readers always return float32
 [T, L, D] (T=1 for means), which is what the models take.
@@ -17,7 +19,7 @@ import yaml
 from genser.fileio import atomic_open
 
 META_FILE = "feats.yaml"
-POOLINGS = ("none", "mean")
+POOLINGS = ("none", "mean", "meanstd")
 DTYPES = ("float32", "float16")
 
 
@@ -48,17 +50,27 @@ def to_matrix(feats, pooling):
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if pooling == "mean":
         return feats.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if pooling == "meanstd":
+        mean = feats.mean(axis=0, dtype=np.float64)
+        std = feats.std(axis=0, dtype=np.float64)  # 0 for a 1-frame clip
+        return np.concatenate([mean, std], axis=0).astype(np.float32)
     return feats.reshape(feats.shape[0], -1)
+
+
+def model_layers(meta):
+    """Number of "layers" a model sees in a dump: 2L for meanstd (means, then stds), else L."""
+    return 2 * int(meta["num_layers"]) if meta["pooling"] == "meanstd" else int(meta["num_layers"])
 
 
 def from_matrix(mat, meta):
     """The stored 2-D matrix -> [T, L, D] float32 (ValueError when its shape does not fit meta)."""
     L, D = int(meta["num_layers"]), int(meta["dim"])
     mat = np.array(mat, dtype=np.float32)  # a writable copy (kaldiio returns read-only buffers)
-    if meta["pooling"] == "mean":
-        if mat.shape != (L, D):
-            raise ValueError(f"expected an [L, D] = [{L}, {D}] matrix, got {list(mat.shape)}")
-        return mat.reshape(1, L, D)
+    if meta["pooling"] in ("mean", "meanstd"):
+        rows = model_layers(meta)
+        if mat.shape != (rows, D):
+            raise ValueError(f"expected a [{rows}, {D}] matrix ({meta['pooling']} of {L} layers), got {list(mat.shape)}")
+        return mat.reshape(1, rows, D)
     if mat.ndim != 2 or mat.shape[1] != L * D:
         raise ValueError(f"expected a [T, L*D] = [T, {L * D}] matrix, got {list(mat.shape)}")
     return mat.reshape(-1, L, D)
