@@ -1,0 +1,183 @@
+"""The bad-input matrix: untrusted checkpoints, broken audio, missing folds, near-duplicate ids,
+non-UTF-8 lists, full disks, copied dumps and clipping. One test (or a few) per case; each
+failed on the code before the fix."""
+import errno
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from genser.bin import infer
+from genser.models import build_model, save_model
+
+pytestmark = pytest.mark.badinput
+
+LABELS = ["neutral", "happy", "angry", "sad"]
+
+
+class _Evil:
+    """Unpickling this runs code: it writes ``marker`` (as a real attack would run anything)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
+
+
+def evil_checkpoint(path, marker):
+    torch.save({"model": _Evil(marker)}, path)
+    return path
+
+
+def tiny_wavlm_checkpoint(path):
+    from test_frontend import tiny_wavlm_checkpoint as make
+
+    make(path)
+    return path
+
+
+def save_genser_model(path, spec, num_layers, dim, nan=False):
+    """A small classifier model.pt whose 'feats' entry names ``spec`` (as training writes it)."""
+    torch.manual_seed(0)
+    model = build_model({"model": "classifier"}, LABELS, input_dim=dim, num_layers=num_layers)
+    if nan:
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+    meta = {"frontend": spec, "layers": list(range(num_layers)), "num_layers": num_layers, "dim": dim,
+            "pooling": "mean", "dtype": "float32"}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_model(path, model, extra={"feats": meta})
+    return Path(path)
+
+
+def fbank_model(path, nan=False):
+    return save_genser_model(path, {"type": "s3prl", "name": "fbank"}, 1, 240, nan=nan)
+
+
+def write_tone(path, seconds=0.5, sr=16000, amp=0.3):
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (amp * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+# ---- 1. untrusted model.pt -----------------------------------------------------------------
+def test_case1_stored_frontend_checkpoint_cannot_run_code(tmp_path):
+    """distiller_local unpickles with weights_only=False: the checkpoint's code must not run,
+    whether the file lies next to model.pt or elsewhere; the error is one line naming both."""
+    marker = tmp_path / "PWNED"
+    exp = tmp_path / "exp"
+    evil_checkpoint(tmp_path / "evil.ckpt", marker)
+    evil_checkpoint(exp.parent / "exp_evil.ckpt", marker)
+    exp.mkdir()
+    evil_checkpoint(exp / "evil.ckpt", marker)
+    wav = write_tone(tmp_path / "a.wav")
+    for name, path in (("inside.pt", "evil.ckpt"), ("outside.pt", str(tmp_path / "evil.ckpt")),
+                       ("dotdot.pt", "../exp_evil.ckpt")):
+        model = save_genser_model(exp / name, {"type": "s3prl", "name": "distiller_local", "path": path}, 1, 80)
+        result = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--model", str(model), str(wav)],
+                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert not marker.exists(), f"{name}: the checkpoint's pickled code ran"
+        assert result.returncode != 0 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert str(model) in lines[0] and path in lines[0] and "Traceback" not in result.stderr
+
+
+def test_case1_urls_are_refused_without_opt_in(tmp_path, capsys):
+    model = save_genser_model(tmp_path / "m.pt", {"type": "s3prl", "name": "hubert_url",
+                                                  "path": "https://evil.example/x.pt"}, 1, 80)
+    with pytest.raises(SystemExit) as err:
+        infer.main(["--model", str(model), str(write_tone(tmp_path / "a.wav"))])
+    msg = str(err.value.code)
+    assert "\n" not in msg and str(model) in msg and "https://evil.example/x.pt" in msg
+    assert "download source" in msg
+
+
+def test_case1_relative_path_resolves_against_model_folder_and_opt_ins_work(tmp_path, monkeypatch, capsys):
+    """A safe checkpoint in the model's folder loads (even run from another CWD holding an evil
+    file of the same name); outside the folder it needs --trust_frontend or --frontend_path."""
+    marker = tmp_path / "PWNED"
+    exp, cwd, ext = tmp_path / "exp", tmp_path / "cwd", tmp_path / "ext"
+    for d in (exp, cwd, ext):
+        d.mkdir()
+    tiny_wavlm_checkpoint(exp / "frontend.pt")
+    evil_checkpoint(cwd / "frontend.pt", marker)
+    shutil.copy(exp / "frontend.pt", ext / "frontend.pt")
+    wav = str(write_tone(tmp_path / "a.wav"))
+    monkeypatch.chdir(cwd)
+
+    inside = save_genser_model(exp / "in.pt", {"type": "s3prl", "name": "wavlm_local", "path": "frontend.pt"}, 3, 32)
+    infer.main(["--model", str(inside), wav])
+    assert not marker.exists()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split("\t") == ["id", "label", *LABELS] and out[1].split("\t")[0] == wav
+
+    outside = save_genser_model(exp / "out.pt", {"type": "s3prl", "name": "wavlm_local",
+                                                 "path": str(ext / "frontend.pt")}, 3, 32)
+    with pytest.raises(SystemExit, match="outside the model's folder"):
+        infer.main(["--model", str(outside), wav])
+    infer.main(["--model", str(outside), "--trust_frontend", wav])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    infer.main(["--model", str(outside), "--frontend_path", str(ext / "frontend.pt"), wav])
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_case1_transformers_folder_from_a_model_is_safetensors_only(tmp_path):
+    """A stored hf spec never loads pickled pytorch_model.bin (nor remote code)."""
+    from test_frontend import save_tiny_hf
+
+    from genser.frontend import UntrustedFrontendError, build_frontend, stored_frontend_spec
+
+    folder = tmp_path / "exp" / "w2v"
+    save_tiny_hf(folder, "wavlm")
+    model = save_genser_model(tmp_path / "exp" / "m.pt", {"type": "hf", "path": "w2v"}, 3, 32)
+    spec = stored_frontend_spec({"type": "hf", "path": "w2v"}, model)
+    assert spec["path"] == str(folder.resolve())
+    assert build_frontend(spec, safetensors_only=True).num_layers == 3
+    # pickled weights instead (here a malicious pickle): refused, never unpickled
+    marker = tmp_path / "PWNED"
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    evil_checkpoint(folder / "pytorch_model.bin", marker)
+    with pytest.raises(UntrustedFrontendError, match="safetensors"):
+        build_frontend(spec, safetensors_only=True)
+    assert not marker.exists()
+
+
+# ---- 2. genser-infer: NaN models, bad inputs ----------------------------------------------
+def test_case2_infer_refuses_a_model_with_nan_weights(tmp_path, capsys):
+    model = fbank_model(tmp_path / "nan.pt", nan=True)
+    with pytest.raises(SystemExit) as err:
+        infer.main(["--model", str(model), str(write_tone(tmp_path / "a.wav"))])
+    msg = str(err.value.code)
+    assert str(model) in msg and "non-finite" in msg and "\n" not in msg
+    assert capsys.readouterr().out == ""
+
+
+def test_case2_infer_reports_each_bad_file_and_goes_on(tmp_path, capsys):
+    model = fbank_model(tmp_path / "m.pt")
+    good1, good2 = str(write_tone(tmp_path / "good1.wav")), str(write_tone(tmp_path / "good2.wav", amp=0.1))
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF....WAVEfmt garbage" * 10)
+    missing = str(tmp_path / "missing.wav")
+    with pytest.raises(SystemExit) as err:
+        infer.main(["--model", str(model), good1, str(empty), str(corrupt), missing, good2])
+    assert "3 of 5" in str(err.value.code)
+    captured = capsys.readouterr()
+    rows = [line.split("\t") for line in captured.out.splitlines()]
+    assert rows[0] == ["id", "label", *LABELS]
+    assert [r[0] for r in rows[1:]] == [good1, good2] and all(len(r) == 2 + len(LABELS) for r in rows)
+    errors = [line for line in captured.err.splitlines() if "ERROR" in line]
+    assert len(errors) == 3 and "Traceback" not in captured.err
+    for bad, line in zip((str(empty), str(corrupt), missing), errors):
+        assert bad in line
