@@ -7,6 +7,7 @@ are sorted in C-locale order, as Kaldi's ``utils/validate_data_dir.sh`` requires
 """
 import logging
 import math
+import os
 import random
 import shutil
 from collections import defaultdict
@@ -483,7 +484,10 @@ def split_data_dir(data_dir, nj):
         sub = data_dir / f"split{nj}" / str(j + 1)
         sub.mkdir(parents=True, exist_ok=True)
         for name, d in files.items():
-            write_kv(sub / name, {k: v for k, v in d.items() if k in keep})
+            part = {k: v for k, v in d.items() if k in keep}
+            if name == "feats.scp":  # relative ark paths are relative to the scp's own folder
+                part = {k: _rebase_ark(v, data_dir, sub) for k, v in part.items()}
+            write_kv(sub / name, part)
         if segments is not None:
             recs = {segments[u].split()[0] for u in chunk if u in segments}
             write_kv(sub / "wav.scp", {k: v for k, v in wav.items() if k in recs})
@@ -494,6 +498,14 @@ def split_data_dir(data_dir, nj):
             shutil.copyfile(lab, sub / lab.name)
         out.append(sub)
     return out
+
+
+def _rebase_ark(loc, old_dir, new_dir):
+    """'ark:offset' of a feats.scp moved from ``old_dir`` to ``new_dir`` (absolute paths unchanged)."""
+    ark, sep, offset = loc.rpartition(":")
+    if not sep or os.path.isabs(ark):
+        return loc
+    return f"{os.path.relpath(Path(old_dir).resolve() / ark, Path(new_dir).resolve())}:{offset}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,3 +181,105 @@ def test_case2_infer_reports_each_bad_file_and_goes_on(tmp_path, capsys):
     assert len(errors) == 3 and "Traceback" not in captured.err
     for bad, line in zip((str(empty), str(corrupt), missing), errors):
         assert bad in line
+
+
+# ---- 3. scoring: a listed fold without hyp.tsv ---------------------------------------------
+def test_case3_score_refuses_a_listed_fold_without_hyp(tmp_path):
+    from test_score import make_decodes, write_tree
+
+    from genser.bin import score
+
+    decodes = make_decodes()
+    del decodes[("genser", "nsteps1_eta0.0", "2")]
+    exp_dir = write_tree(tmp_path / "x", decodes)
+    (exp_dir / "folds.txt").write_text("1\n2\n")
+    with pytest.raises(SystemExit) as err:
+        score.main(["--exp_dir", str(exp_dir)])
+    msg = str(err.value.code)
+    assert "fold 2" in msg and str(exp_dir / "genser" / "fold_2" / "decode_nsteps1_eta0.0" / "hyp.tsv") in msg
+    assert not (exp_dir / "RESULTS.md").exists()
+
+
+# ---- 7. full disk --------------------------------------------------------------------------
+class _FullDisk:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, f, err):
+        self._f, self._err = f, err
+
+    def write(self, *_):
+        raise OSError(self._err, os.strerror(self._err))
+
+    writelines = write
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+        return False
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EFBIG])
+def test_case7_full_disk_names_the_destination_and_leaves_no_temp(tmp_path, monkeypatch, err):
+    import genser.fileio as fileio
+
+    real_open = open
+    monkeypatch.setattr(fileio, "open", lambda *a, **k: _FullDisk(real_open(*a, **k), err), raising=False)
+    dest = tmp_path / "utt2emo"
+    with pytest.raises(OSError) as info:
+        fileio.write_kv(dest, {"u1": "angry"})
+    assert info.value.errno == err and str(dest) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # neither the destination nor the temp file
+
+
+def test_case7_full_disk_while_writing_an_ark(tmp_path, monkeypatch):
+    import kaldiio
+
+    from genser.features import write_feats_dir
+
+    def full(self, *_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(kaldiio.WriteHelper, "__call__", full)
+    feats = {"u1": np.ones((3, 1, 2), np.float32)}
+    with pytest.raises(OSError) as info:
+        write_feats_dir(tmp_path / "dump", feats, {"pooling": "none"})
+    assert info.value.errno == errno.ENOSPC
+    assert "u1" in str(info.value) and str(tmp_path / "dump" / "feats.ark") in str(info.value)
+    assert list((tmp_path / "dump").iterdir()) == []
+
+
+# ---- 8. copied dumps read their own arks ---------------------------------------------------
+def test_case8_copied_dump_reads_its_own_arks(tmp_path):
+    from genser.bin import extract_feats
+    from genser.features import FeatureReader
+
+    recipe = tmp_path / "recipe"
+    (recipe / "data").mkdir(parents=True)
+    wavs = {f"u{i}": write_tone(tmp_path / f"u{i}.wav", seconds=0.3, amp=0.1 * (i + 1)) for i in range(3)}
+    (recipe / "data" / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in wavs.items()))
+    dump = recipe / "dump"
+    extract_feats.main(["--data_dir", str(recipe / "data"), "--out_dir", str(dump), "--job", "1",
+                        "--frontend", "fbank", "--pooling", "mean"])
+    extract_feats.main(["--merge", "--out_dir", str(dump), "--nj", "1"])
+    want = {u: FeatureReader(dump)[u] for u in wavs}
+    copy = tmp_path / "copy"
+    shutil.copytree(recipe, copy, symlinks=True)  # cp -a
+    assert str(recipe) not in (copy / "dump" / "feats.scp").read_text()
+    (dump / "feats.1.ark").write_bytes(b"")  # the original's arks change (a re-run there) ...
+    shutil.rmtree(recipe)  # ... or vanish
+    reader = FeatureReader(copy / "dump")
+    for u in wavs:
+        np.testing.assert_array_equal(reader[u], want[u])
+
+
+def test_case8_old_absolute_scps_stay_readable(tmp_path):
+    from genser.features import FeatureReader, write_feats_dir
+
+    feats = {"u1": np.ones((2, 1, 3), np.float32)}
+    write_feats_dir(tmp_path / "dump", feats, {"pooling": "none"})
+    scp = tmp_path / "dump" / "feats.scp"
+    utt, loc = scp.read_text().split()
+    scp.write_text(f"{utt} {(tmp_path / 'dump' / loc).resolve()}\n")  # as older genser wrote it
+    np.testing.assert_array_equal(FeatureReader(tmp_path / "dump")["u1"], feats["u1"])
