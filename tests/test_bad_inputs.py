@@ -283,3 +283,76 @@ def test_case8_old_absolute_scps_stay_readable(tmp_path):
     utt, loc = scp.read_text().split()
     scp.write_text(f"{utt} {(tmp_path / 'dump' / loc).resolve()}\n")  # as older genser wrote it
     np.testing.assert_array_equal(FeatureReader(tmp_path / "dump")["u1"], feats["u1"])
+
+
+# ---- 4. short, empty and silent clips ------------------------------------------------------
+def test_case4_short_silent_and_empty_clips(tmp_path, caplog):
+    from genser.audio import AudioError, AudioReader
+
+    short = tmp_path / "short.wav"
+    sf.write(short, 0.1 * np.ones(800, np.float32), 16000)  # 0.05 s
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(2 * 22050, np.float32), 22050, subtype="PCM_16")  # 2 s of digital silence
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    normal = write_tone(tmp_path / "normal.wav")
+    reader = AudioReader(min_duration=0.1)
+    with caplog.at_level(logging.WARNING, logger="genser.audio"):
+        reader("u_normal", normal)
+        assert caplog.records == []
+        reader("u_short", short)
+        reader("u_silent", silent)
+    short_msg, silent_msg = (r.getMessage() for r in caplog.records)
+    assert "u_short" in short_msg and str(short) in short_msg and "shorter than" in short_msg
+    assert "u_silent" in silent_msg and str(silent) in silent_msg and "silence" in silent_msg
+    assert (reader.conversions["short"], reader.conversions["silent"]) == (1, 1)
+    with pytest.raises(AudioError, match=f"utt u_empty: empty audio \\(0 samples\\) in {empty}"):
+        reader("u_empty", empty)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genser.audio"):
+        AudioReader(min_duration=0.01)("u_short", short)  # the minimum is an option
+    assert caplog.records == []
+
+
+def test_case4_extraction_option_and_report(tmp_path, capsys):
+    from genser.bin import extract_feats
+
+    (tmp_path / "data").mkdir()
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (tmp_path / "data" / "wav.scp").write_text(f"u1 {write_tone(tmp_path / 'a.wav', seconds=0.06)}\n"
+                                               f"u2 {tmp_path / 'silent.wav'}\n")
+    argv = ["--data_dir", str(tmp_path / "data"), "--out_dir", str(tmp_path / "dump"), "--pooling", "mean"]
+    capsys.readouterr()
+    extract_feats.main(argv + ["--min_duration", "0.05"])  # main logs to stderr (setup_logging)
+    text = capsys.readouterr().err
+    assert "utt u1" not in text and f"utt u2: digital silence" in text and "1 silent" in text
+    (tmp_path / "dump" / "feats.1.done").unlink()
+    extract_feats.main(argv)  # default minimum 0.1 s
+    text = capsys.readouterr().err
+    assert f"utt u1: 0.060 s of audio (960 samples) in {tmp_path / 'a.wav'}" in text and "1 short" in text
+
+
+# ---- 9. clipping ---------------------------------------------------------------------------
+def test_case9_clipping_is_reported_only_for_clipped_files(tmp_path, caplog):
+    from genser.audio import AudioReader
+
+    speech = np.random.default_rng(0).standard_normal(22050) * np.hanning(22050)  # speech-like peaks
+    normalised = tmp_path / "normalised.wav"  # peak normalised to exactly 1.0: not clipped
+    sf.write(normalised, (speech / np.abs(speech).max()).astype(np.float32), 22050, subtype="FLOAT")
+    clipped = tmp_path / "clipped.wav"  # driven into full scale, then hard-limited
+    sf.write(clipped, np.clip(speech / 2, -1, 1).astype(np.float32), 22050, subtype="PCM_16")
+    reader = AudioReader(target_sr=16000)  # resampling overshoots 1.0 on both
+    with caplog.at_level(logging.INFO, logger="genser.audio"):
+        reader("u_norm", normalised)
+        assert not [r for r in caplog.records if _about_clipping(r)]
+        reader("u_clip", clipped)
+        reader("u_clip2", clipped)
+    msgs = [r.getMessage() for r in caplog.records if _about_clipping(r)]
+    assert len(msgs) == 2 and all(str(clipped) in m for m in msgs)  # every clipped file, by name
+    assert "u_clip" in msgs[0] and "u_clip2" in msgs[1] and "full scale" in msgs[0]
+    assert reader.conversions["clipped"] == 2
+
+
+def _about_clipping(record):
+    """A log record about clipping (the old "clipping samples ..." note or the new warning)."""
+    return any(k in record.getMessage() for k in ("clipping samples", "clipped audio"))
