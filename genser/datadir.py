@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -323,6 +324,18 @@ def _diff_ids(ref, other, ref_name, other_name, problems, what="utt"):
         problems.append(f"{other_name}: {what} {u} is not in {ref_name}")
 
 
+def _near_duplicates(path, what, values, problems):
+    """Reports values that differ only in case or in spaces vs underscores (``Anger``/``anger``,
+    ``spk 16``/``spk_16``): almost always one class or speaker spelt two ways, which would
+    silently become two classes (or two speakers, breaking speaker-disjoint folds)."""
+    groups = defaultdict(set)
+    for v in values:
+        groups[re.sub(r"[\s_]+", "_", v.strip()).casefold()].add(v)
+    for forms in sorted(sorted(g) for g in groups.values() if len(g) > 1):
+        problems.append(f"{path}: {what} {' and '.join(map(repr, forms))} differ only in case or spaces/"
+                        f"underscores; spell them one way")
+
+
 def validate_data_dir(data_dir, check_audio=False):
     """Raises DataDirError listing every problem found; returns None for a valid dir.
 
@@ -341,6 +354,7 @@ def validate_data_dir(data_dir, check_audio=False):
         raise DataDirError(data_dir, problems)
 
     utt2spk = _scan(data_dir / "utt2spk", problems, nfields=2)
+    _near_duplicates(data_dir / "utt2spk", "speakers", utt2spk.values(), problems)
     wav = _scan(data_dir / "wav.scp", problems)
     spk2utt = _scan(data_dir / "spk2utt", problems)
     utt_name = str(data_dir / "utt2spk")
@@ -389,6 +403,7 @@ def validate_data_dir(data_dir, check_audio=False):
                 problems.append(f"{p}: duplicate label {d}")
             if not lab:
                 problems.append(f"{p}: empty label list")
+            _near_duplicates(p, "labels", lab, problems)
             labels[attr] = lab
     for attr, name in UTT_FILES.items():
         p = data_dir / name
@@ -396,6 +411,8 @@ def validate_data_dir(data_dir, check_audio=False):
             continue
         values = _scan(p, problems, nfields=2)
         _diff_ids(utt2spk, values, utt_name, str(p), problems)
+        if attr != "dur":
+            _near_duplicates(p, "labels" if attr in LABELLED_ATTRS else "values", values.values(), problems)
         if attr in labels:
             for utt, v in sorted(values.items()):
                 if v not in labels[attr]:

@@ -356,3 +356,63 @@ def test_case9_clipping_is_reported_only_for_clipped_files(tmp_path, caplog):
 def _about_clipping(record):
     """A log record about clipping (the old "clipping samples ..." note or the new warning)."""
     return any(k in record.getMessage() for k in ("clipping samples", "clipped audio"))
+
+
+# ---- 5. near-duplicate labels and speakers -------------------------------------------------
+def test_case5_validator_reports_near_duplicate_labels_and_speakers(tmp_path):
+    from genser.datadir import DataDirError, validate_data_dir, write_data_dir
+
+    records = []
+    for i, (spk, emo) in enumerate([("spk_16", "anger"), ("Spk_16", "Anger"), ("spk_16", "happy"),
+                                    ("s2", "happy"), ("s2", "anger"), ("s2", "Anger")]):
+        records.append({"utt": f"u{i}", "path": f"/a/{i}.wav", "spk": spk, "emo": emo, "gender": "f", "fold": "1"})
+    d = write_data_dir(tmp_path / "data", records)  # labels.emo: Anger, anger, happy
+    with pytest.raises(DataDirError) as err:
+        validate_data_dir(d)
+    problems = err.value.problems
+    assert any(str(d / "utt2emo") in p and "'Anger' and 'anger'" in p for p in problems)
+    assert any(str(d / "labels.emo") in p and "'Anger' and 'anger'" in p for p in problems)
+    assert any(str(d / "utt2spk") in p and "'Spk_16' and 'spk_16'" in p for p in problems)
+    # "spk 16" in a label list (one label per line, spaces allowed) vs "spk_16"
+    (d / "labels.emo").write_text("anger\nvery happy\nvery_happy\n")
+    problems = [p for p in _problems(d) if str(d / "labels.emo") in p]
+    assert any("'very happy' and 'very_happy'" in p for p in problems)
+
+
+def test_case5_custom_list_with_two_spellings_of_a_speaker(tmp_path):
+    from corpus_fixtures import make_custom
+
+    from genser.corpora import custom
+    from genser.corpora.base import CorpusError
+
+    rows = [("a/1.wav", "happy", "spk 16", "f"), ("a/2.wav", "sad", "spk_16", "f"), ("b/1.wav", "sad", "s2", "m")]
+    path = make_custom(tmp_path, rows)
+    with pytest.raises(CorpusError) as err:
+        custom.prepare(data_dir=tmp_path / "all", csv=path, num_folds=2)
+    msg = str(err.value)
+    assert "'spk 16'" in msg and "'spk_16'" in msg and str(path) in msg
+
+
+def _problems(d):
+    from genser.datadir import DataDirError, validate_data_dir
+
+    with pytest.raises(DataDirError) as err:
+        validate_data_dir(d)
+    return err.value.problems
+
+
+# ---- 6. non-UTF-8 lists --------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "latin-1"])
+def test_case6_custom_list_must_be_utf8(tmp_path, encoding):
+    from corpus_fixtures import make_custom
+
+    from genser.corpora import custom
+    from genser.corpora.base import CorpusError
+
+    rows = [("a/1.wav", "happy", "Jürgen", "m"), ("b/1.wav", "sad", "s2", "f")]
+    path = make_custom(tmp_path, rows)
+    path.write_bytes(path.read_text(encoding="utf-8").encode(encoding))
+    with pytest.raises(CorpusError) as err:
+        custom.prepare(data_dir=tmp_path / "all", csv=path, num_folds=2)
+    msg = str(err.value)
+    assert str(path) in msg and "must be UTF-8" in msg and "\n" not in msg
