@@ -8,6 +8,7 @@ binary matrices; float16 dumps use kaldiio's numpy-in-ark records (Kaldi has no 
 matrix type), which ``kaldiio.load_scp`` reads back as float16. Readers always return float32
 [T, L, D] (T=1 for means), which is what the models take.
 """
+import contextlib
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 
-from genser.fileio import atomic_open
+from genser.fileio import atomic_open, write_error
 
 META_FILE = "feats.yaml"
 POOLINGS = ("none", "mean", "meanstd")
@@ -122,7 +123,9 @@ def read_scp(scp):
 class FeatureReader:
     """Lazy random access to a feature dump: ``reader[utt]`` is an np.float32 array [T, L, D].
 
-    Ark paths in feats.scp that no longer exist (a moved dump) are looked up next to feats.scp.
+    Relative ark paths in feats.scp (ArkWriter writes them) are relative to the scp's folder, not
+    the CWD. Absolute ones (older dumps) that no longer exist (a moved dump) are looked up next to
+    feats.scp.
     """
 
     def __init__(self, feat_dir):
@@ -151,8 +154,11 @@ class FeatureReader:
     def _locate(self, utt):
         ark, offset = self._entries[utt].rsplit(":", 1)
         if ark not in self._arks:
-            moved = self.feat_dir / Path(ark).name
-            self._arks[ark] = ark if os.path.exists(ark) or not moved.exists() else str(moved)
+            if not os.path.isabs(ark):
+                self._arks[ark] = str(self.scp_path.resolve().parent / ark)
+            else:
+                moved = self.feat_dir / Path(ark).name
+                self._arks[ark] = ark if os.path.exists(ark) or not moved.exists() else str(moved)
         return self._arks[ark], offset
 
     def __getitem__(self, utt):
@@ -219,7 +225,7 @@ class ArkWriter:
     """Writes ``ark`` and ``scp`` so that neither exists until every utterance is written.
 
     Matrices go to hidden temp files; ``commit()`` renames the ark into place and then writes the
-    scp (pointing at the final ark name). A crash or kill leaves at most the temp files, so an
+    scp (pointing at the final ark name, relative to the scp's folder). A crash or kill leaves at most the temp files, so an
     existing scp always describes a complete ark. Use as a context manager (commit on success,
     temp files removed on an exception).
     """
@@ -237,22 +243,34 @@ class ArkWriter:
                                            write_function="numpy" if dtype == "float16" else None)
 
     def __call__(self, utt, mat):
-        self._writer(utt, to_storage(mat, self.dtype, utt))
+        mat = to_storage(mat, self.dtype, utt)
+        try:
+            self._writer(utt, mat)
+        except OSError as exc:  # ENOSPC/EFBIG name no file: say which ark (and utterance)
+            raise OSError(exc.errno, f"utterance {utt}: cannot write {self.ark}: {exc.strerror or exc}") from exc
         self.count += 1
 
     def commit(self):
-        self._writer.close()
+        try:
+            self._writer.close()
+        except OSError as exc:  # the last buffered bytes are written at close
+            raise write_error(exc, self.ark) from exc
+        # Ark paths relative to the scp's folder: a copied dump (cp -a) reads, and a re-run in
+        # the copy rewrites, its own arks instead of the original's. FeatureReader resolves them.
+        rel = os.path.relpath(self.ark, self.scp.resolve().parent)
         lines = []
         for line in self.tmp_scp.read_text(encoding="utf-8").splitlines():
             utt, loc = line.split(None, 1)
-            lines.append(f"{utt} {self.ark}:{loc.rsplit(':', 1)[1]}\n")
+            lines.append(f"{utt} {rel}:{loc.rsplit(':', 1)[1]}\n")
         os.replace(self.tmp_ark, self.ark)
         with atomic_open(self.scp) as f:
             f.writelines(lines)
         self.tmp_scp.unlink()
 
     def abort(self):
-        self._writer.close()
+        # Closing flushes the buffer, which fails again on a full disk; the temp files must go anyway.
+        with contextlib.suppress(OSError):
+            self._writer.close()
         for tmp in (self.tmp_ark, self.tmp_scp):
             tmp.unlink(missing_ok=True)
 
