@@ -55,8 +55,8 @@ HELP
 )
 
 log "$0 $*"
-run_args=$(printf '%q ' "$0" "$@")
-. utils/parse_options.sh || exit 2
+# (one line: --help lists the options above the line that sources parse_options.sh)
+run_args=$(printf '%q ' "$0" "$@"); . utils/parse_options.sh || exit 2
 ser_opts=("$@")  # whatever followed `--`
 . ./path.sh
 
