@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from genser.nn.denoiser import Denoiser
 from genser.nn.layers import (
+    COMBINE_MODES,
     ENCODER_TYPES,
     NORMALIZE_MODES,
     AttentivePooling,
@@ -33,6 +34,7 @@ from genser.nn.layers import (
     build_pooling,
     lengths_to_mask,
     masked_mean,
+    spec_augment,
 )
 from genser.sampler import get_sampler
 from genser.schedules import SCHEDULE_DEFAULTS, build_schedule
@@ -66,6 +68,17 @@ DEFAULT_CONFIG = {
     "featurizer": {
         "layers": "all",  # "all" or a list of layer indices
         "normalize": "batch",  # batch (masked running standardisation) | layer | none
+        "combine": "weighted",  # weighted (softmax sum of layers) | concat (layers side by side)
+    },
+    # Training-time regularisers (no effect in eval mode): SpecAugment on the standardised
+    # featurizer output, and mixup of pooled embeddings and targets (for Gen-SER the targets are
+    # codes, so a mixed target is a point between two codes of the continuous label space).
+    "augment": {
+        "time_masks": 0,
+        "time_width": 0.05,  # fraction of the valid frames, per mask
+        "chan_masks": 0,
+        "chan_width": 0.1,  # fraction of the channels, per mask
+        "mixup": 0.0,  # Beta(alpha, alpha) mixing weight; 0: off
     },
     "encoder": {
         "type": "transformer",  # transformer | conv | mlp
@@ -146,6 +159,11 @@ def resolve_config(config=None):
     layers = conf["featurizer"]["layers"]
     _require(layers == "all" or (isinstance(layers, list) and layers and all(isinstance(i, int) for i in layers)),
              f"featurizer.layers must be 'all' or a non-empty list of ints, got {layers!r}")
+    _require(conf["featurizer"]["combine"] in COMBINE_MODES,
+             f"featurizer.combine must be one of {COMBINE_MODES}, got {conf['featurizer']['combine']!r}")
+    aug = conf["augment"]
+    for key in ("time_masks", "chan_masks"):
+        _require(isinstance(aug[key], int) and aug[key] >= 0, f"augment.{key} must be an int >= 0, got {aug[key]!r}")
     enc = conf["encoder"]
     _require(enc["type"] in ENCODER_TYPES, f"encoder.type must be one of {ENCODER_TYPES}, got {enc['type']!r}")
     for key in ("hidden", "heads", "ff_mult", "kernel"):
@@ -157,7 +175,9 @@ def resolve_config(config=None):
     for sec, key, lo, hi, ends in (("encoder", "dropout", 0, 1, "[)"), ("encoder", "input_dropout", 0, 1, "[)"),
                                    ("denoiser", "dropout", 0, 1, "[)"), ("tm", "t_eps", 0, 1, "[)"),
                                    ("tm", "p_one", 0, 1, "[]"), ("tm", "ce_weight", 0, None, "[)"),
-                                   ("tm", "x1_weight", 0, None, "[)"), ("tm", "ce_tau", 0, None, "()")):
+                                   ("tm", "x1_weight", 0, None, "[)"), ("tm", "ce_tau", 0, None, "()"),
+                                   ("augment", "time_width", 0, 1, "[]"), ("augment", "chan_width", 0, 1, "[]"),
+                                   ("augment", "mixup", 0, None, "[)")):
         _check_number(conf[sec][key], f"{sec}.{key}", lo, hi, ends)
     _require(conf["pooling"] in ("mean", "attentive"), f"pooling must be mean or attentive, got {conf['pooling']!r}")
     den = conf["denoiser"]
@@ -167,6 +187,8 @@ def resolve_config(config=None):
     _require(isinstance(den["layers"], int) and den["layers"] >= 0,
              f"denoiser.layers must be an int >= 0, got {den['layers']!r}")
     _require(den["level"] in ("utterance", "frame"), f"denoiser.level must be utterance or frame, got {den['level']!r}")
+    _require(not (aug["mixup"] > 0 and conf["model"] == "genser" and den["level"] == "frame"),
+             "augment.mixup mixes pooled embeddings; it needs denoiser.level: utterance")
     get_sampler(conf["sampler"]["method"])
     build_schedule(conf["schedule"])  # validates the schedule section
     return conf
@@ -186,10 +208,10 @@ class SERModel(nn.Module):
                  f"input_dim and num_layers must be >= 1, got {input_dim}, {num_layers}")
         self.config, self.labels = config, labels
         self.input_dim, self.num_layers = int(input_dim), int(num_layers)
-        enc = config["encoder"]
-        self.featurizer = Featurizer(self.num_layers, config["featurizer"]["layers"],
-                                     config["featurizer"]["normalize"], dim=self.input_dim)
-        self.encoder = FrameEncoder(self.input_dim, enc["hidden"], enc["layers"], enc["type"], enc["heads"],
+        enc, feat = config["encoder"], config["featurizer"]
+        self.featurizer = Featurizer(self.num_layers, feat["layers"], feat["normalize"], dim=self.input_dim,
+                                     combine=feat["combine"])
+        self.encoder = FrameEncoder(self.featurizer.output_dim(self.input_dim), enc["hidden"], enc["layers"], enc["type"], enc["heads"],
                                     enc["ff_mult"], enc["kernel"], enc["dropout"], enc["input_dropout"])
         self.pooling = build_pooling(config["pooling"], enc["hidden"])
         self.drop = nn.Dropout(enc["dropout"])
@@ -207,8 +229,29 @@ class SERModel(nn.Module):
         mask = lengths_to_mask(lengths.to(feats.device), feats.shape[1])
         # Padding needs no zeroing here (a full copy of the features): the featurizer works frame
         # by frame with statistics of valid frames, and the encoder zeroes padded frames first.
-        h = self.encoder(self.featurizer(feats.float(), mask), mask)
+        x = self.featurizer(feats.float(), mask)
+        aug = self.config["augment"]
+        if self.training and (aug["time_masks"] or aug["chan_masks"]):
+            x = spec_augment(x, mask, aug["time_masks"], aug["time_width"], aug["chan_masks"], aug["chan_width"])
+        h = self.encoder(x, mask)
         return h, mask, self.drop(self.pooling(h, mask))
+
+    def draw_mixup(self, batch):
+        """(perm [B], lam) for a mixup of this training batch, or None (off, eval mode, B < 2).
+        Drawn from torch's global generator, which training reseeds every epoch."""
+        alpha = self.config["augment"]["mixup"]
+        if not self.training or alpha <= 0 or batch < 2:
+            return None
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        return torch.randperm(batch), lam
+
+    def soft_targets(self, targets, mix):
+        """Targets as class probabilities [B, K]: one-hot, or the mixup of two one-hots."""
+        onehot = F.one_hot(targets, self.num_classes).float()
+        if mix is None:
+            return onehot
+        perm, lam = mix
+        return lam * onehot + (1.0 - lam) * onehot[perm.to(onehot.device)]
 
     def _check_targets(self, targets, batch):
         if targets.shape != (batch,):
@@ -237,15 +280,20 @@ class ClassifierModel(SERModel):
         super().__init__(config, labels, input_dim, num_layers)
         self.head = nn.Linear(config["encoder"]["hidden"], self.num_classes)
 
-    def logits(self, feats, lengths):
-        return self.head(self.encode(feats, lengths)[2])
+    def logits(self, feats, lengths, mix=None):
+        c = self.encode(feats, lengths)[2]
+        if mix is not None:
+            c = mix[1] * c + (1.0 - mix[1]) * c[mix[0].to(c.device)]
+        return self.head(c)
 
     def loss(self, feats, lengths, targets, generator=None):
-        """Cross-entropy; stats: loss, ce, acc (floats)."""
+        """Cross-entropy (on mixed targets under mixup); stats: loss, ce, acc (floats)."""
         self._check_targets(targets, feats.shape[0])
-        logits = self.logits(feats, lengths)
-        ce = F.cross_entropy(logits, targets.to(logits.device))
-        acc = (logits.argmax(-1) == targets.to(logits.device)).float().mean()
+        mix = self.draw_mixup(feats.shape[0])
+        logits = self.logits(feats, lengths, mix)
+        targets = targets.to(logits.device)
+        ce = F.cross_entropy(logits, targets if mix is None else self.soft_targets(targets, mix))
+        acc = (logits.argmax(-1) == targets).float().mean()
         return ce, {"loss": float(ce.detach()), "ce": float(ce.detach()), "acc": float(acc)}
 
     def _predict(self, feats, lengths, nsteps, eta, generator):
@@ -273,9 +321,11 @@ class GenSERModel(SERModel):
         self.denoiser = Denoiser(code_dim, hidden, den["hidden"], den["layers"], den["time_dim"],
                                  den["ff_mult"], den["dropout"])
 
-    def condition(self, feats, lengths):
+    def condition(self, feats, lengths, mix=None):
         """(x1, c, mask): x1 [B, Dc] (or [B, T, Dc] at frame level) and the matching condition."""
         h, mask, pooled = self.encode(feats, lengths)
+        if mix is not None:  # utterance level only (resolve_config)
+            pooled = mix[1] * pooled + (1.0 - mix[1]) * pooled[mix[0].to(pooled.device)]
         if self.level == "utterance":
             return self.x1_proj(pooled), pooled, mask
         # frame level: every frame carries its own state; its condition adds the utterance context
@@ -289,9 +339,12 @@ class GenSERModel(SERModel):
         """TM loss (+ optional CE and x1 terms); stats: loss, mse, ce, acc (floats)."""
         self._check_targets(targets, feats.shape[0])
         tm = self.config["tm"]
-        x1, cond, mask = self.condition(feats, lengths)
+        mix = self.draw_mixup(feats.shape[0])
+        x1, cond, mask = self.condition(feats, lengths, mix)
         targets = targets.to(x1.device)
-        x0 = self.taxonomy.encode(targets).to(x1.dtype)
+        soft = self.soft_targets(targets, mix)
+        # the terminal sample: the class code, or under mixup the same mixture of two codes
+        x0 = (soft @ self.taxonomy.codes.to(soft)).to(x1.dtype)
         if x1.ndim == 3:
             x0 = x0[:, None, :].expand_as(x1)
         # draw on the generator's device (a CUDA generator cannot fill CPU tensors), then move
@@ -300,7 +353,8 @@ class GenSERModel(SERModel):
         noise = torch.randn(x0.shape, generator=generator, device=rng_device).to(x1)
         x0_hat = self.denoiser(perturb(x0, x1, t, noise, self.schedule), t, cond)
         logits = self.taxonomy.scores(self._pool(x0_hat, mask)) / tm["ce_tau"]
-        loss, stats = tm_loss(x0_hat, x0, logits, targets, tm["ce_weight"], mask if x1.ndim == 3 else None)
+        loss, stats = tm_loss(x0_hat, x0, logits, targets if mix is None else soft, tm["ce_weight"],
+                              mask if x1.ndim == 3 else None)
         if tm["x1_weight"] > 0:
             x1_mse = tm_loss(x1, x0, mask=mask if x1.ndim == 3 else None)[0]
             loss = loss + tm["x1_weight"] * x1_mse

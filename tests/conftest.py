@@ -21,6 +21,7 @@ def _shared():
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "corpus: reads a real corpus or model from ../shared")
+    config.addinivalue_line("markers", "badinput: one case of the bad-input and reliability matrix")
     # Tests run small tensor ops: with several intra-op threads on a busy 2-core machine, OpenMP
     # contention made torchaudio's fbank ~100x slower (measured). GENSER_TEST_THREADS overrides.
     import torch

@@ -1,10 +1,11 @@
 """Training entry point: DDP agreement across ranks, resuming, config merging, bad labels."""
 import gc
 import os
+import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+from genser import trainer
 from genser.bin import train
 from genser.datadir import write_data_dir
 from genser.features import write_feats_dir
@@ -34,7 +36,7 @@ def _ddp_step(rank, world, port, kind, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = build_model({**TINY, "model": kind}, LABELS, input_dim=8, num_layers=2)
-    ddp = torch.nn.parallel.DistributedDataParallel(train.LossModule(model))
+    ddp = torch.nn.parallel.DistributedDataParallel(trainer.LossModule(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(100 + rank)  # different data on every rank
     feats = torch.randn(6, 5, 2, 8, generator=gen)
@@ -86,22 +88,151 @@ def make_experiment(root, num_spk=4, per_class=4, frames=6, dim=8, layers=2):
 def train_args(root, *extra):
     return ["--feat_dir", str(root / "dump"), "--data_dir", str(root / "data"), "--labels",
             str(root / "labels.txt"), "--fold", "1", "--exp_dir", str(root / "exp"), "--batch_size", "8",
-            "--dev_ratio", "0.5", "--model_conf", yaml.safe_dump(TINY), *extra]
+            "--dev_ratio", "0.5", "--model_conf", yaml.safe_dump(TINY), *extra]  # later flags win
 
 
-def test_resume_continues_from_the_last_checkpoint(tmp_path):
+def fold_dir_of(root):
+    return root / "exp" / "fold_1"
+
+
+def test_no_dev_split_trains_fixed_epochs_and_averages_the_last(tmp_path):
+    root = make_experiment(tmp_path)
+    train.main(train_args(root, "--epochs", "4", "--dev_ratio", "0", "--average", "3"))
+    fold_dir = fold_dir_of(root)
+    assert (fold_dir / "dev.list").read_text() == ""
+    snaps = sorted((fold_dir / "snapshots").glob("epoch*.pt"))
+    assert [p.name for p in snaps] == ["epoch0002.pt", "epoch0003.pt", "epoch0004.pt"]
+    averaged = trainer.average_state_dicts([torch.load(p, weights_only=True) for p in snaps])
+    saved = torch.load(fold_dir / "model.pt", weights_only=True)
+    assert saved["extra"]["averaged_epochs"] == [2, 3, 4]
+    for key, value in averaged.items():
+        assert torch.equal(saved["state_dict"][key], value), key
+    assert (root / "exp" / "config.yaml").exists()
+    assert yaml.safe_load((root / "exp" / "config.yaml").read_text())["average"] == 3
+
+
+def test_with_a_dev_set_the_best_epochs_on_dev_are_averaged():
+    history = [{"epoch": e, "dev": {"ua": ua, "loss": 1.0}} for e, ua in enumerate([0.2, 0.9, 0.5, 0.8, 0.1], 1)]
+    assert trainer.epochs_to_average(history, 2, use_dev=True) == [2, 4]
+    assert trainer.epochs_to_average(history, 2, use_dev=False) == [4, 5]
+
+
+def test_average_state_dicts_is_the_elementwise_mean():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(5)}
+    out = trainer.average_state_dicts([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and int(out["n"]) == 5
+
+
+def test_a_finished_fold_is_reused_only_with_the_same_inputs(tmp_path):
+    root = make_experiment(tmp_path)
+    train.main(train_args(root, "--epochs", "1"))
+    model = fold_dir_of(root) / "model.pt"
+    before = model.stat().st_mtime_ns
+    train.main(train_args(root, "--epochs", "1"))
+    assert "nothing to do" in (fold_dir_of(root) / "train.log").read_text()
+    assert model.stat().st_mtime_ns == before
+    # the corpus changed in place: a label differs, so the old model must not be reused
+    utt2emo = root / "data" / "utt2emo"
+    lines = utt2emo.read_text().splitlines()
+    utt = lines[0].split()[0]
+    lines[0] = f"{utt} {'sad' if 'sad' not in lines[0] else 'happy'}"
+    utt2emo.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit):
+        train.main(train_args(root, "--epochs", "1"))
+    assert "another experiment" in (fold_dir_of(root) / "train.log").read_text()
+    assert model.stat().st_mtime_ns == before
+
+
+def test_resuming_with_other_epochs_is_refused(tmp_path):
     root = make_experiment(tmp_path)
     train.main(train_args(root, "--epochs", "2"))
-    fold_dir = root / "exp" / "fold_1"
-    assert (fold_dir / "train.done").exists() and (fold_dir / "model.pt").exists()
-    ckpt = torch.load(fold_dir / "checkpoint.pt", weights_only=True)
-    assert ckpt["state"]["epoch"] == 3
-    (fold_dir / "train.done").unlink()
-    train.main(train_args(root, "--epochs", "3"))
-    text = (fold_dir / "train.log").read_text()
-    assert "resuming from" in text and "at epoch 3" in text
-    assert torch.load(fold_dir / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 4
-    assert [line.split()[0] for line in (fold_dir / "test.list").read_text().splitlines()][:1]
+    (fold_dir_of(root) / "train.done").unlink()
+    with pytest.raises(SystemExit):
+        train.main(train_args(root, "--epochs", "3"))
+    assert "epochs: 2 -> 3" in (fold_dir_of(root) / "train.log").read_text()
+
+
+def test_divergence_stops_training_and_writes_no_model(tmp_path):
+    root = make_experiment(tmp_path)
+    with pytest.raises(SystemExit):
+        train.main(train_args(root, "--epochs", "3", "--lr", "1e6", "--grad_clip", "0"))
+    text = (fold_dir_of(root) / "train.log").read_text()
+    assert "non-finite" in text and "epoch 1" in text and "step" in text
+    assert not (fold_dir_of(root) / "model.pt").exists()
+
+
+def test_a_locked_fold_is_refused_at_once(tmp_path):
+    from genser.lock import dir_lock
+
+    root = make_experiment(tmp_path)
+    with dir_lock(fold_dir_of(root)):
+        with pytest.raises(SystemExit):
+            train.main(train_args(root, "--epochs", "1"))
+    assert f"pid {os.getpid()}" in (fold_dir_of(root) / "train.log").read_text()
+    assert not (fold_dir_of(root) / "model.pt").exists()
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch_and_shards_for_ddp():
+    s = trainer.EpochSampler(10, seed=3)
+    s.set_epoch(2)
+    first = list(s)
+    s.set_epoch(5)
+    assert list(s) != first
+    s.set_epoch(2)
+    assert list(s) == first and sorted(first) == list(range(10))
+    shards = []
+    for rank in range(3):
+        r = trainer.EpochSampler(10, seed=3, rank=rank, world=3)
+        r.set_epoch(2)
+        shards.append(list(r))
+    assert all(len(x) == 4 for x in shards)
+    assert set(sum(shards, [])) == set(range(10))
+
+
+def test_class_balanced_sampling_draws_classes_equally():
+    targets = [0] * 90 + [1] * 10
+    s = trainer.EpochSampler(100, seed=0, weights=trainer.class_balance_weights(targets))
+    drawn = [targets[i] for e in range(1, 21) for i in (s.set_epoch(e) or s)]
+    share = sum(drawn) / len(drawn)
+    assert 0.4 < share < 0.6  # 0.1 without balancing
+
+
+def _checkpoint_epoch(path):
+    try:
+        return torch.load(path, weights_only=True)["state"]["epoch"]
+    except Exception:  # not written yet, or being replaced
+        return 0
+
+
+@pytest.mark.badinput
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
+    """Case 1 of the reliability matrix: a killed and resumed training is byte-identical."""
+    from genser.bin import decode
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    hyps = []
+    for name, kill in (("straight", False), ("killed", True)):
+        root = make_experiment(tmp_path / name, num_spk=4, per_class=6)
+        args = train_args(root, "--epochs", "12", "--dev_ratio", "0", "--model_conf",
+                          yaml.safe_dump({**TINY, "augment": {"mixup": 0.4, "chan_masks": 1}}))
+        cmd = [sys.executable, "-m", "genser.bin.train", *args]
+        ckpt = fold_dir_of(root) / "checkpoint.pt"
+        if kill:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while proc.poll() is None and _checkpoint_epoch(ckpt) < 5:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert 5 <= _checkpoint_epoch(ckpt) <= 12, "the run ended before it could be killed"
+            assert not (fold_dir_of(root) / "train.done").exists()
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        if kill:
+            assert "resuming from" in (fold_dir_of(root) / "train.log").read_text()
+        decode.main(["--model_dir", str(fold_dir_of(root)), "--feat_dir", str(root / "dump"),
+                     "--data_dir", str(root / "data")])
+        hyps.append((fold_dir_of(root) / "decode_nsteps1_eta0.0" / "hyp.tsv").read_bytes())
+    assert hyps[0] == hyps[1]
 
 
 def test_config_file_and_cli_model_conf_merge(tmp_path):

@@ -5,9 +5,14 @@
 #   stage 0: data prep      local/data.sh               -> data/all (validated Kaldi data dir)
 #   stage 1: features       genser.bin.extract_feats    -> dump/<feat_tag>/feats.scp + feats.yaml
 #   stage 2: labels, codes  genser.bin.make_labels      -> <expdir>/labels.txt, folds.txt, codes log
-#   stage 3: training       genser.bin.train            -> <expdir>/<model>/fold_<f>/model.pt
+#   stage 3: training       genser.bin.train            -> <expdir>/seed<S>/<model>/fold_<f>/model.pt
 #   stage 4: decoding       genser.bin.decode           -> .../fold_<f>/decode_<setting>/hyp.tsv
-#   stage 5: scoring        genser.bin.score            -> <expdir>/RESULTS.md (+ PNGs)
+#   stage 5: scoring        genser.bin.score(_seeds)    -> <expdir>/seed<S>/RESULTS.md, <expdir>/RESULTS.md
+#
+# <expdir> is exp/<task>_<feat_tag>_<config name>[_<train_args tag>][_<exp_tag>], as ESPnet names
+# its exp dirs, so another config or other training arguments never reuse a model; each seed has
+# its own seed<S>/ below it. Training records the identity (hash) of its data, features and
+# settings and refuses to resume or reuse a fold whose inputs changed.
 set -e
 set -u
 set -o pipefail
@@ -46,7 +51,7 @@ device=cpu            # Device for extraction, training and decoding (cpu, cuda)
 train_config=conf/train.yaml  # Training/model configuration (YAML).
 models="genser classifier"    # Models to train side by side: genser and/or classifier.
 folds=all             # Test folds to run: all, or a list such as "1 2".
-seed=0                # Random seed.
+seeds=0               # Random seeds: one value or a list, e.g. "0 1 2" (RESULTS.md aggregates them).
 train_nproc=1         # Processes per fold for torchrun DDP training (>1 enables DDP).
 train_args=           # Extra arguments for genser.bin.train (e.g. "--epochs 5").
 exp_tag=              # Suffix for the experiment directory.
@@ -63,8 +68,22 @@ HELP
 )
 
 log "$0 $*"
-run_args=$(printf '%q ' "$0" "$@")
+# The command line without --stage/--stop_stage, for the resume script of stage 3.
+resume_args=()
+skip_next=false
+for arg in "$@"; do
+    if ${skip_next}; then skip_next=false; continue; fi
+    case "${arg}" in
+        --stage|--stop_stage|--stop-stage) skip_next=true ;;
+        --stage=*|--stop_stage=*|--stop-stage=*) ;;
+        *) resume_args+=("${arg}") ;;
+    esac
+done
 . utils/parse_options.sh || exit 2
+if [ $# -gt 0 ]; then
+    log "Error: unexpected argument(s): $* (options take the form --name value; see --help)"
+    exit 2
+fi
 . ./path.sh
 . ./cmd.sh
 
@@ -85,7 +104,23 @@ if [ -z "${feat_tag}" ]; then
     [ "${feat_dtype}" != float32 ] && feat_tag+="_${feat_dtype}"
 fi
 feat_dir=dump/${feat_tag}
-expdir=exp/${task}_${feat_tag}${exp_tag:+_${exp_tag}}
+# ESPnet's tag: the config name, then the overridden training arguments ("--epochs 80" -> epochs80).
+config_tag=$(basename "${train_config}" .yaml)
+args_tag=$(echo "${train_args}" | sed -e 's/--/_/g' -e 's/[ =]//g' -e 's/[^A-Za-z0-9_.+-]//g')
+expdir=exp/${task}_${feat_tag}_${config_tag}${args_tag}${exp_tag:+_${exp_tag}}
+
+# One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
+# script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
+lock_dir() {
+    local dir=$1 fd
+    mkdir -p "${dir}"
+    exec {fd}<>"${dir}/.lock"
+    if ! flock -n "${fd}"; then
+        log "Error: ${dir} is in use by $(cat "${dir}/.lock" 2>/dev/null || echo 'another run'); wait for it or use another --exp_tag"
+        exit 1
+    fi
+    echo "pid $$ on $(hostname) since $(date '+%Y-%m-%dT%H:%M:%S'): $0 ${resume_args[*]+${resume_args[*]}}" > "${dir}/.lock"
+}
 
 # Fails with a message naming the missing file and the stage that makes it.
 require() {
@@ -117,6 +152,7 @@ fi
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     require "${data_dir}/wav.scp" 0
     log "Stage 1: feature extraction (${feat_tag}, nj=${nj}) ${data_dir} -> ${feat_dir}"
+    lock_dir "${feat_dir}"
     mkdir -p "${feat_dir}/log"
     if [ -n "${frontend_conf}" ]; then
         frontend_opts="--frontend_conf ${frontend_conf}"
@@ -136,6 +172,10 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
         --data_dir "${data_dir}" 2>&1 | tee "${feat_dir}/log/merge.log"
 fi
 
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 2 ]; then
+    lock_dir "${expdir}"
+fi
+
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     require "${data_dir}/utt2${attr}" 0
     log "Stage 2: label list, folds and taxonomy codes -> ${expdir}"
@@ -150,47 +190,62 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     require "${expdir}/labels.txt" 2
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
-    echo "cd $(pwd) && ${run_args}--stage 3" > "${expdir}/run.sh"; chmod +x "${expdir}/run.sh"
+    {
+        echo "#!/usr/bin/env bash"
+        printf 'cd %q && ' "$(pwd)"
+        printf '%q ' "$0" ${resume_args[@]+"${resume_args[@]}"} --stage 3
+        echo
+    } > "${expdir}/run.sh"
+    chmod +x "${expdir}/run.sh"
     nfolds=$(wc -l < "${expdir}/folds.txt")
     if [ "${train_nproc}" -gt 1 ]; then
         launcher="torchrun --standalone --nnodes 1 --nproc_per_node ${train_nproc} -m genser.bin.train"
     else
         launcher="${python} -m genser.bin.train"
     fi
-    for model in ${models}; do
-        mkdir -p "${expdir}/${model}/log"
-        # One job per fold; JOB indexes folds.txt. Finished folds return at once (train.done).
-        # shellcheck disable=SC2086
-        ${train_cmd} --max-jobs-run "${train_nj}" JOB=1:"${nfolds}" "${expdir}/${model}/log/train.JOB.log" \
-            ${launcher} --config "${train_config}" --model "${model}" \
-                --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
-                --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
-                --exp_dir "${expdir}/${model}" --seed "${seed}" --device "${device}" ${train_args} \
-            || { show_failed_logs "${expdir}/${model}/log/train.*.log"; exit 1; }
+    for seed in ${seeds}; do
+        for model in ${models}; do
+            mdir=${expdir}/seed${seed}/${model}
+            mkdir -p "${mdir}/log"
+            # One job per fold; JOB indexes folds.txt. Finished folds return at once (train.done).
+            # shellcheck disable=SC2086
+            ${train_cmd} --max-jobs-run "${train_nj}" JOB=1:"${nfolds}" "${mdir}/log/train.JOB.log" \
+                ${launcher} --config "${train_config}" --model "${model}" \
+                    --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
+                    --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
+                    --exp_dir "${mdir}" --seed "${seed}" --device "${device}" ${train_args} \
+                || { show_failed_logs "${mdir}/log/train.*.log"; exit 1; }
+        done
     done
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     require "${expdir}/folds.txt" 2
-    log "Stage 4: decoding (nsteps: ${nsteps}; eta: ${eta})"
-    for model in ${models}; do
-        while read -r fold; do
-            require "${expdir}/${model}/fold_${fold}/model.pt" 3
-            # shellcheck disable=SC2086
-            ${decode_cmd} "${expdir}/${model}/fold_${fold}/decode.log" \
-                ${python} -m genser.bin.decode --model_dir "${expdir}/${model}/fold_${fold}" \
-                    --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
-                    --nsteps "${nsteps}" --eta "${eta}" --seed "${seed}" --device "${device}" \
-                    ${decode_args} \
-                || { show_failed_logs "${expdir}/${model}/fold_${fold}/decode.log"; exit 1; }
-        done < "${expdir}/folds.txt"
+    log "Stage 4: decoding (seeds: ${seeds}; nsteps: ${nsteps}; eta: ${eta})"
+    for seed in ${seeds}; do
+        for model in ${models}; do
+            while read -r fold; do
+                fdir=${expdir}/seed${seed}/${model}/fold_${fold}
+                require "${fdir}/model.pt" 3
+                # shellcheck disable=SC2086
+                ${decode_cmd} "${fdir}/decode.log" \
+                    ${python} -m genser.bin.decode --model_dir "${fdir}" \
+                        --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
+                        --nsteps "${nsteps}" --eta "${eta}" --seed "${seed}" --device "${device}" \
+                        ${decode_args} \
+                    || { show_failed_logs "${fdir}/decode.log"; exit 1; }
+            done < "${expdir}/folds.txt"
+        done
     done
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     require "${expdir}/folds.txt" 2
-    log "Stage 5: scoring -> ${expdir}/RESULTS.md"
-    ${python} -m genser.bin.score --exp_dir "${expdir}" --out "${expdir}/RESULTS.md"
+    log "Stage 5: scoring (seeds: ${seeds}) -> ${expdir}/RESULTS.md"
+    for seed in ${seeds}; do
+        ${python} -m genser.bin.score --exp_dir "${expdir}/seed${seed}" --out "${expdir}/seed${seed}/RESULTS.md"
+    done
+    ${python} -m genser.bin.score_seeds --exp_dir "${expdir}" --seeds "${seeds}"
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

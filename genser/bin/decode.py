@@ -9,18 +9,19 @@ stage 4 can be re-run with other --nsteps values at will.
 """
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
-from genser.bin.train import targets_of
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, pad_collate
 from genser.fileio import atomic_open
 from genser.metrics import summarize
 from genser.models import load_model
+from genser.trainer import targets_of
 
 log = logging.getLogger("genser.decode")
 
@@ -63,8 +64,13 @@ def decode(model, loader, *, nsteps, eta, generator, device):
     return torch.cat(preds).tolist(), torch.cat(scores).tolist()
 
 
-def write_hyp(path, utts, refs, preds, scores, labels):
+def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
+    """hyp.tsv, and next to it the identity of the model that made it (checked by scoring)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not all(math.isfinite(s) for row in scores for s in row):
+        raise ValueError(f"non-finite scores from the model for {path}: the model is broken (diverged?)")
+    with atomic_open(path.parent / "identity") as f:
+        f.write(f"identity {identity}\n")
     with atomic_open(path) as f:
         f.write("\t".join(["utt", "ref", "hyp", *labels]) + "\n")
         for utt, ref, pred, row in zip(utts, refs, preds, scores):
@@ -90,7 +96,8 @@ def main(argv=None):
     for name, nsteps, eta in settings_of(model.kind, params.nsteps, params.eta):
         generator = torch.Generator(device=device).manual_seed(params.seed)
         preds, scores = decode(model, loader, nsteps=nsteps, eta=eta, generator=generator, device=device)
-        write_hyp(model_dir / f"decode_{name}" / "hyp.tsv", utts, refs, preds, scores, model.labels)
+        write_hyp(model_dir / f"decode_{name}" / "hyp.tsv", utts, refs, preds, scores, model.labels,
+                  identity=extra.get("identity"))
         stats = summarize(refs, preds, len(model.labels))
         log.info("%s %s: UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name,
                  100 * stats["ua"], 100 * stats["wa"], 100 * stats["macro_f1"], len(utts))

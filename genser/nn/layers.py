@@ -15,6 +15,8 @@ __all__ = [
     "masked_mean",
     "row_mean_var",
     "weighted_layer_sum",
+    "spec_augment",
+    "COMBINE_MODES",
     "Featurizer",
     "FrameEncoder",
     "MeanPooling",
@@ -27,6 +29,7 @@ __all__ = [
 
 ENCODER_TYPES = ("transformer", "conv", "mlp")
 NORMALIZE_MODES = ("batch", "layer", "none")
+COMBINE_MODES = ("weighted", "concat")
 
 
 def lengths_to_mask(lengths, max_len):
@@ -46,7 +49,8 @@ def masked_mean(x, mask):
 
 
 class Featurizer(nn.Module):
-    """Learnable softmax-weighted sum over upstream layers (SUPERB-style, weights start equal).
+    """Combines upstream layers: a learnable softmax-weighted sum (SUPERB-style, weights start
+    equal) or their concatenation.
 
     Args:
         num_layers: L, the number of layers in the features.
@@ -55,6 +59,9 @@ class Featurizer(nn.Module):
             (statistics of the valid frames; running statistics in eval mode),
             "layer" applies a per-frame LayerNorm to every layer, "none" does nothing.
         dim: D, needed for "batch".
+        combine: "weighted" gives [B, T, D]; "concat" keeps every selected layer side by side,
+            [B, T, L'*D], so that the encoder's input projection learns one map per layer (what
+            a linear probe on all layers sees; the weighted sum can only scale whole layers).
 
     Example::
 
@@ -63,8 +70,10 @@ class Featurizer(nn.Module):
         torch.Size([2, 5, 8])
     """
 
-    def __init__(self, num_layers, layers="all", normalize="batch", dim=None, momentum=0.05):
+    def __init__(self, num_layers, layers="all", normalize="batch", dim=None, momentum=0.05, combine="weighted"):
         super().__init__()
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"featurizer.combine must be one of {COMBINE_MODES}, got {combine!r}")
         if layers == "all":
             sel = list(range(num_layers))
         else:
@@ -79,14 +88,18 @@ class Featurizer(nn.Module):
             raise ValueError(f"featurizer.normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
         if normalize == "batch" and dim is None:
             raise ValueError("featurizer normalize='batch' needs the feature dim")
-        self.num_layers, self.selection, self.normalize = num_layers, sel, normalize
+        self.num_layers, self.selection, self.normalize, self.combine = num_layers, sel, normalize, combine
         self.momentum = float(momentum)
         # zero-initialised: softmax gives every layer the same weight at the start
-        self.weights = nn.Parameter(torch.zeros(len(sel))) if len(sel) > 1 else None
+        self.weights = nn.Parameter(torch.zeros(len(sel))) if len(sel) > 1 and combine == "weighted" else None
         if normalize == "batch":
             self.register_buffer("running_mean", torch.zeros(len(sel), dim))
             self.register_buffer("running_var", torch.ones(len(sel), dim))
             self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
+
+    def output_dim(self, dim):
+        """Feature dim of the output for input layers of dim ``dim``."""
+        return dim * len(self.selection) if self.combine == "concat" else dim
 
     def layer_weights(self):
         """Softmax weights over the selected layers (a 1-element tensor for a single layer)."""
@@ -120,6 +133,14 @@ class Featurizer(nn.Module):
         x = feats[:, :, self.selection] if len(self.selection) != self.num_layers else feats
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if self.combine == "concat":
+            if self.normalize == "batch":
+                with torch.no_grad():
+                    mean, var = self._batch_stats(x, mask)
+                x = (x - mean) * torch.rsqrt(var + 1e-5)
+            elif self.normalize == "layer":
+                x = F.layer_norm(x, x.shape[-1:])
+            return x.flatten(2)
         w = torch.softmax(self.weights, dim=0) if self.weights is not None else x.new_ones(1)
         if self.normalize == "batch":
             # sum_l w_l (x_l - mu_l) / sd_l = sum_l x_l * scale_l - sum_l mu_l * scale_l: one pass over
@@ -131,6 +152,29 @@ class Featurizer(nn.Module):
         if self.normalize == "layer":
             x = F.layer_norm(x, x.shape[-1:])
         return weighted_layer_sum(x, w)
+
+
+def spec_augment(x, mask, time_masks=0, time_width=0.0, chan_masks=0, chan_width=0.0, generator=None):
+    """SpecAugment (Park et al. 2019) on standardised features x [B, T, C]: zeroes (the mean)
+    ``time_masks`` spans of up to ``time_width`` of each utterance's valid frames and
+    ``chan_masks`` bands of up to ``chan_width`` of the C channels. Widths are fractions, so one
+    setting suits fbank (80 dims, 100 frames/s) and SSL layers alike; a 1-frame input (utterance
+    means) gets channel masks only."""
+    b, t, c = x.shape
+    keep = torch.ones(b, t, c, dtype=torch.bool, device=x.device)
+    pos_c = torch.arange(c, device=x.device)[None, :]
+    for _ in range(chan_masks):
+        width = (torch.rand(b, generator=generator) * chan_width * c).long().to(x.device)
+        start = (torch.rand(b, generator=generator) * (c - width + 1).float().cpu()).long().to(x.device)
+        keep &= ~((pos_c >= start[:, None]) & (pos_c < (start + width)[:, None]))[:, None, :]
+    if t > 1:
+        valid = mask.sum(1).float()
+        pos_t = torch.arange(t, device=x.device)[None, :]
+        for _ in range(time_masks):
+            width = (torch.rand(b, generator=generator).to(x.device) * time_width * valid).long()
+            start = (torch.rand(b, generator=generator).to(x.device) * (valid - width + 1)).long()
+            keep &= ~((pos_t >= start[:, None]) & (pos_t < (start + width)[:, None]))[:, :, None]
+    return x * keep
 
 
 def row_mean_var(rows):

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Choose the recipe defaults by cross-validation over training speakers only (nested CV).
+
+    python bench/tune.py --feat_dir egs/emodb/dump/whisper_base_mean --data_dir egs/emodb/data/all \
+        --grid bench/conf/tune_grid.yaml --out bench/results/tune_emodb_whisper.md
+
+For every outer test fold, the training speakers are split into ``--inner`` speaker-disjoint
+groups; every candidate configuration of the grid is trained on all groups but one and scored
+on the held-out group, for each group in turn, and its inner UA is pooled over the groups. The
+outer test fold is never read while choosing. Two results come out:
+
+- the **nested estimate**: per outer fold, the candidate with the best inner UA is retrained on
+  all training speakers and scored on the test fold (the honest figure of "tune, then test");
+- the **mean inner UA** of every candidate over the outer folds, which ranks candidates for a
+  single default (each outer fold's ranking used its training speakers only).
+
+Training is the library's (genser.trainer.fit, the protocol of genser-train) on in-memory
+utterance features; each run takes seconds, so the grid fits a CPU.
+"""
+import argparse
+import copy
+import random
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import machine_description, write_results  # noqa: E402
+
+from genser import trainer  # noqa: E402
+from genser.datadir import ATTR_OF_TASK, load_data_dir, test_folds  # noqa: E402
+from genser.features import FeatureDataset, FeatureReader, load_all, pad_collate  # noqa: E402
+from genser.metrics import summarize  # noqa: E402
+from genser.models import build_model  # noqa: E402
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--feat_dir", required=True, help="feature dump (utterance means are fastest)")
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
+    p.add_argument("--grid", required=True, help="YAML: {name: {model: genser|classifier|both, train: {...}, "
+                                                 "model_conf: {...}}}")
+    p.add_argument("--inner", type=int, default=3, help="speaker groups of the inner CV")
+    p.add_argument("--outer", default="all", help='outer test folds: "all" or a list')
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def inner_groups(speakers, k, seed):
+    """Speakers shuffled (seeded) and dealt round-robin into k groups."""
+    speakers = sorted(speakers)
+    random.Random(f"tune:{seed}").shuffle(speakers)
+    return [speakers[i::k] for i in range(k)]
+
+
+def train_and_predict(job):
+    """One training on job["train"] utterances, predictions on job["test"]: (job key, refs, hyps)."""
+    torch.set_num_threads(1)
+    feats, data = job["feats"], job["targets"]
+    params = {**trainer.TRAIN_DEFAULTS, **job["train"], "seed": job["seed"]}
+    torch.manual_seed(params["seed"])
+    conf = {**copy.deepcopy(job["model_conf"]), "model": job["model"]}
+    any_feat = next(iter(feats.values()))
+    model = build_model(conf, job["labels"], input_dim=any_feat.shape[2], num_layers=any_feat.shape[1])
+    train_set = FeatureDataset(feats, job["train_utts"], [data[u] for u in job["train_utts"]])
+    loaders = trainer.build_loaders(dataset=train_set, dev_dataset=None, params=params, world=1, rank=0,
+                                    collate=pad_collate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    state = trainer.new_state(params, len(loaders["train"]), trainer.run_identity({}))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.fit(model=model, step_model=trainer.LossModule(model), optimizer=optimizer, loaders=loaders,
+                    params=params, state=state, device=torch.device("cpu"), rank=0, fold_dir=Path(tmp),
+                    where=job["key"], save_model_fn=lambda *a: None)
+    test = FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]])
+    batch = pad_collate([test[i] for i in range(len(test))])
+    out = model.predict(batch[0], batch[1], nsteps=1, generator=torch.Generator().manual_seed(0))
+    return job["key"], batch[2].tolist(), out["pred"].tolist()
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    start = time.time()
+    data = load_data_dir(args.data_dir)
+    attr = ATTR_OF_TASK[args.task]
+    labels = sorted(set(getattr(data, attr).values()))
+    feats = load_all(FeatureReader(args.feat_dir), data.utts)
+    targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
+    grid = yaml.safe_load(Path(args.grid).read_text())
+    outer = test_folds(data) if args.outer == "all" else args.outer.split()
+    candidates = []  # (model, name, train, model_conf)
+    for name, c in grid.items():
+        kinds = ["genser", "classifier"] if c.get("model", "both") == "both" else [c["model"]]
+        candidates += [(m, name, c.get("train", {}), c.get("model_conf", {})) for m in kinds]
+    common = {"feats": feats, "targets": targets, "labels": labels, "seed": args.seed}
+    jobs = []
+    for fold in outer:
+        train_utts = [u for u in data.utts if data.fold[u] != fold and data.fold[u] not in ("dev",)]
+        groups = inner_groups({data.spk[u] for u in train_utts}, args.inner, args.seed)
+        for model, name, tr, mc in candidates:
+            for g, group in enumerate(groups):
+                held = set(group)
+                jobs.append({**common, "key": ("inner", fold, model, name, g), "model": model, "train": tr,
+                             "model_conf": mc, "train_utts": [u for u in train_utts if data.spk[u] not in held],
+                             "test_utts": [u for u in train_utts if data.spk[u] in held]})
+    results = run_jobs(jobs, args.jobs)
+    inner = {}  # (fold, model, name) -> UA pooled over the inner groups
+    for fold in outer:
+        for model, name, _, _ in candidates:
+            refs, hyps = [], []
+            for g in range(args.inner):
+                r, h = results[("inner", fold, model, name, g)]
+                refs += r
+                hyps += h
+            inner[fold, model, name] = summarize(refs, hyps, len(labels))["ua"]
+    # nested estimate: the inner winner per outer fold, retrained on all training speakers
+    final_jobs = []
+    chosen = {}
+    for fold in outer:
+        train_utts = [u for u in data.utts if data.fold[u] != fold]
+        test_utts = [u for u in data.utts if data.fold[u] == fold]
+        for model in sorted({c[0] for c in candidates}):
+            names = [c for c in candidates if c[0] == model]
+            best = max(names, key=lambda c: (inner[fold, model, c[1]], -names.index(c)))
+            chosen[fold, model] = best[1]
+            final_jobs.append({**common, "key": ("outer", fold, model), "model": model, "train": best[2],
+                               "model_conf": best[3], "train_utts": train_utts, "test_utts": test_utts})
+    results.update(run_jobs(final_jobs, args.jobs))
+    body = render(args, outer, candidates, inner, chosen, results, labels, time.time() - start)
+    write_results(Path(args.out), title=f"Nested CV of the recipe defaults: {args.task}, {args.feat_dir}",
+                  body=body, argv=sys.argv if argv is None else ["bench/tune.py", *argv])
+
+
+def run_jobs(jobs, n):
+    out = {}
+    with ProcessPoolExecutor(n) as pool:
+        for key, refs, hyps in pool.map(train_and_predict, jobs, chunksize=1):
+            out[key] = (refs, hyps)
+            print(f"{len(out)}/{len(jobs)} {key}", flush=True)
+    return out
+
+
+def render(args, outer, candidates, inner, chosen, results, labels, elapsed):
+    models = sorted({c[0] for c in candidates})
+    lines = [machine_description(), f"Inner groups: {args.inner}; seed {args.seed}; {len(outer)} outer folds; "
+             f"{elapsed / 60:.1f} min.", "", "## Mean inner UA per candidate (training speakers only)", "",
+             "| model | candidate | mean inner UA | std over outer folds | times chosen |", "|---|---|---|---|---|"]
+    for model, name, _, _ in candidates:
+        vals = [inner[f, model, name] for f in outer]
+        n = sum(chosen[f, model] == name for f in outer)
+        lines.append(f"| {model} | {name} | {100 * statistics.mean(vals):.1f} | "
+                     f"{100 * statistics.pstdev(vals):.1f} | {n} |")
+    lines += ["", "## Nested estimate (inner winner retrained, scored on the outer test fold)", "",
+              "| model | mean UA over folds | pooled UA | per fold (chosen candidate) |", "|---|---|---|---|"]
+    for model in models:
+        uas, refs, hyps, cells = [], [], [], []
+        for f in outer:
+            r, h = results["outer", f, model]
+            uas.append(summarize(r, h, len(labels))["ua"])
+            refs += r
+            hyps += h
+            cells.append(f"{f}: {100 * uas[-1]:.1f} ({chosen[f, model]})")
+        pooled = summarize(refs, hyps, len(labels))["ua"]
+        lines.append(f"| {model} | {100 * statistics.mean(uas):.1f} | {100 * pooled:.1f} | {'; '.join(cells)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Aggregate the per-seed results of one experiment into its RESULTS.md (stage 5).
+
+    python -m genser.bin.score_seeds --exp_dir exp/emotion_fbank_train --seeds "0 1 2"
+
+Every <exp_dir>/seed<S> is a scored experiment (genser.bin.score wrote seed<S>/RESULTS.md). This
+writes <exp_dir>/RESULTS.md: each system's figures per seed, their mean and std over seeds (the
+std of the seed means), and Gen-SER minus the classifier over the matched (fold, seed) pairs
+with an exact sign test and Wilcoxon signed-rank test, so that "beats" carries a p-value.
+
+Before scoring it checks that every seed has a hyp.tsv for every fold of folds.txt, and that
+each hyp.tsv was decoded from the model that its fold holds now (the identity that decoding
+copied from model.pt against train.done), so a stale decode is never scored.
+"""
+import argparse
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+from genser.bin.common import setup_logging
+from genser.bin.score import (
+    METRIC_NAMES,
+    ScoreError,
+    environment,
+    load_experiment,
+    md_table,
+    pct,
+    score_experiment,
+)
+from genser.fileio import atomic_write
+from genser.stats import sign_test, wilcoxon_signed_rank
+
+log = logging.getLogger("genser.score")
+METRICS = ("ua", "wa", "macro_f1")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp_dir", required=True)
+    p.add_argument("--seeds", required=True, help='seeds to aggregate, e.g. "0 1 2"')
+    p.add_argument("--out", help="default: <exp_dir>/RESULTS.md")
+    p.add_argument("--title", default=None)
+    return p
+
+
+def read_identity(path):
+    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
+        if line.startswith("identity "):
+            return line.split(None, 1)[1].strip()
+    return None
+
+
+def check_complete(exp_dir, seed, exp):
+    """Every fold of folds.txt decoded for every system, from the model the fold holds now."""
+    folds_file = Path(exp_dir) / "folds.txt"
+    folds = folds_file.read_text().split() if folds_file.exists() else exp.folds
+    for system in exp.systems:
+        for setting in exp.settings(system):
+            missing = [f for f in folds if f not in exp.folds_of(system, setting)]
+            if missing:
+                raise ScoreError(f"seed {seed}, {system} {setting}: no hyp.tsv for fold(s) {' '.join(missing)} of "
+                                 f"{folds_file} (e.g. {exp.exp_dir}/{system}/fold_{missing[0]}/decode_{setting}/"
+                                 f"hyp.tsv); run stages 3-4 for them")
+    for (system, setting, fold), hyp in exp.decodes.items():
+        done = Path(hyp.path).parents[1] / "train.done"
+        decoded = read_identity(Path(hyp.path).parent / "identity")
+        trained = read_identity(done)
+        if decoded != trained:
+            raise ScoreError(f"{hyp.path} was decoded from model {decoded}, but {done} holds model {trained}: "
+                             f"a stale decode; re-run stage 4")
+
+
+def pair_differences(per_seed, a, b, metric):
+    """[(seed, fold, a - b)] over the (fold, seed) pairs both systems have."""
+    out = []
+    for seed, (exp, scores, primaries) in per_seed.items():
+        sa, sb = scores[a, primaries[a]]["folds"], scores[b, primaries[b]]["folds"]
+        out += [(seed, f, sa[f][metric] - sb[f][metric]) for f in exp.folds if f in sa and f in sb]
+    return out
+
+
+def seed_table(per_seed, systems):
+    header = ["System", "Setting", *(f"{METRIC_NAMES[m]} (seeds)" for m in METRICS), "pooled UA (seeds)",
+              *(f"UA seed {s}" for s in per_seed)]
+    rows = []
+    for system in systems:
+        primary = {s: prim[system] for s, (_, _, prim) in per_seed.items()}
+        means = {m: [sc[system, primary[s]]["mean"][m] for s, (_, sc, _) in per_seed.items()] for m in METRICS}
+        pooled = [sc[system, primary[s]]["pooled"]["ua"] for s, (_, sc, _) in per_seed.items()]
+        cells = [mean_std(means[m]) for m in METRICS]
+        rows.append([system, "/".join(sorted(set(primary.values()))), *cells, mean_std(pooled),
+                     *(pct(v) for v in means["ua"])])
+    return md_table(header, rows, left=2)
+
+
+def mean_std(values):
+    if len(values) == 1:
+        return pct(values[0])
+    return f"{pct(statistics.fmean(values))} ± {pct(statistics.stdev(values))}"
+
+
+def paired_table(per_seed, a, b):
+    header = ["Metric", f"mean {a} − {b}", "wins / losses / ties", "sign test p", "Wilcoxon p", "pairs"]
+    rows = []
+    for metric in METRICS:
+        diffs = [d for _, _, d in pair_differences(per_seed, a, b, metric)]
+        wins, losses, p_sign = sign_test(diffs)
+        _, p_wil = wilcoxon_signed_rank(diffs)
+        rows.append([METRIC_NAMES[metric], f"{100 * statistics.fmean(diffs):+.2f}",
+                     f"{wins} / {losses} / {len(diffs) - wins - losses}", f"{p_sign:.3g}", f"{p_wil:.3g}",
+                     str(len(diffs))])
+    return md_table(header, rows, left=1)
+
+
+def render(exp_dir, per_seed, title):
+    any_exp = next(iter(per_seed.values()))[0]
+    systems = any_exp.systems
+    lines = [f"# {title}", "", f"- experiment: `{exp_dir}`", f"- seeds: {' '.join(per_seed)}",
+             f"- folds: {' '.join(any_exp.folds)}", f"- environment: {environment()}", "",
+             "## Over seeds", "",
+             "Mean over folds per seed, then mean ± std over seeds (std of the seed means). Each seed's "
+             "own tables: " + ", ".join(f"[seed {s}](seed{s}/RESULTS.md)" for s in per_seed) + ".", "",
+             seed_table(per_seed, systems), ""]
+    if "genser" in systems and "classifier" in systems:
+        lines += ["## Gen-SER − classifier, paired over (fold, seed)", "",
+                  "Differences of per-fold figures at the main settings; exact two-sided tests, ties dropped.",
+                  "", paired_table(per_seed, "genser", "classifier"), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    exp_dir = Path(args.exp_dir)
+    per_seed = {}
+    try:
+        for seed in args.seeds.split():
+            exp = load_experiment(exp_dir / f"seed{seed}")
+            check_complete(exp_dir, seed, exp)
+            scores, primaries = score_experiment(exp)
+            per_seed[seed] = (exp, scores, primaries)
+    except ScoreError as exc:
+        log.error("%s", exc)
+        return 1
+    out = Path(args.out or exp_dir / "RESULTS.md")
+    atomic_write(out, render(exp_dir, per_seed, args.title or f"Results: {exp_dir.name}"))
+    log.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

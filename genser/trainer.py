@@ -1,0 +1,355 @@
+"""Training one fold: the epoch loop, exact resume, checkpoint averaging, divergence guard.
+
+Used by ``genser.bin.train`` (the CLI, one fold under torchrun) and by the benchmarks, which
+call ``train_fold`` in-process. The protocol (docs/TRAINING.md):
+
+- a fixed number of epochs; with no dev set (the default) ``model.pt`` is the average of the
+  weights of the last ``average`` epochs, as ESPnet's ``average_nbest_models`` with the
+  ``valid.loss`` criterion replaced by recency; with a dev set (a corpus' own ``dev`` fold, or
+  ``dev_ratio > 0``) it is the average of the ``average`` best epochs on dev UA;
+- every source of randomness of epoch ``e`` (data order, crops, dropout, TM times and noise,
+  mixup) is reseeded from ``(seed, e, rank)`` at the start of the epoch, so a run resumed from the
+  checkpoint of epoch ``e - 1`` repeats the uninterrupted run exactly;
+- a non-finite loss or weight stops training with an error naming the epoch and step.
+"""
+import hashlib
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from genser.datadir import ATTR_OF_TASK
+from genser.fileio import atomic_open
+from genser.metrics import summarize
+
+log = logging.getLogger("genser.train")
+
+# The one source of training defaults (genser.bin.train's flags; conf/train.yaml may override).
+# Chosen by bench/tune.py (nested cross-validation over training speakers), see docs/TRAINING.md.
+TRAIN_DEFAULTS = {
+    "epochs": 40,
+    "batch_size": 32,
+    "lr": 1.0e-3,
+    "weight_decay": 1.0e-2,
+    "warmup_epochs": 2.0,
+    "grad_clip": 5.0,
+    "dev_ratio": 0.0,
+    "average": 5,
+    "patience": 0,
+    "eval_nsteps": 1,
+    "max_frames": 1500,
+    "class_balance": "none",
+}
+CLASS_BALANCE = ("none", "sampler")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (divergence, a checkpoint of another experiment)."""
+
+
+def targets_of(data, task, labels, utts, data_dir):
+    """Label index per utterance; an unknown label is an error naming the utterance and file."""
+    attr = ATTR_OF_TASK[task]
+    utt2label = getattr(data, attr)
+    index = {label: i for i, label in enumerate(labels)}
+    targets = []
+    for utt in utts:
+        if utt not in utt2label:
+            raise ValueError(f"utterance {utt} has no label in {Path(data_dir) / ('utt2' + attr)}")
+        label = utt2label[utt]
+        if label not in index:
+            raise ValueError(f"utterance {utt}: label '{label}' in {Path(data_dir) / ('utt2' + attr)} "
+                             f"is not in the label list {labels}")
+        targets.append(index[label])
+    return targets
+
+def derive_seed(*keys):
+    """A 63-bit seed from any tuple of keys (stable across processes and Python versions)."""
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class LossModule(torch.nn.Module):
+    """DDP synchronises gradients through forward(); the models expose loss() instead."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats, lengths, targets):
+        return self.model.loss(feats, lengths, targets)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Indices of one epoch, a pure function of (seed, epoch): a permutation, or with ``weights``
+    a draw with replacement (class-balanced sampling). Under DDP every rank takes every
+    world-th index of the same order, padded so that all ranks run the same number of steps."""
+
+    def __init__(self, n, seed, rank=0, world=1, weights=None):
+        self.n, self.seed, self.rank, self.world = int(n), seed, rank, world
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        self.epoch = 1
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return math.ceil(self.n / self.world)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
+        if self.weights is None:
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        pad = len(self) * self.world - self.n
+        order = torch.cat([order, order[:pad]])
+        return iter(order[self.rank::self.world].tolist())
+
+
+def class_balance_weights(targets):
+    """Per-utterance sampling weights 1 / count(class): every class equally likely per draw."""
+    counts = np.bincount(np.asarray(targets))
+    return [1.0 / counts[t] for t in targets]
+
+
+def lr_factor(step, warmup_steps, total_steps):
+    """Linear warm-up then cosine decay to zero."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def crop_batch(batch, max_frames, rng):
+    """Random crop of each sequence longer than max_frames (training only)."""
+    if max_frames <= 0:
+        return batch
+    out = []
+    for feats, target in batch:
+        if feats.shape[0] > max_frames:
+            start = rng.randint(0, feats.shape[0] - max_frames)
+            feats = feats[start:start + max_frames]
+        out.append((feats, target))
+    return out
+
+
+def average_state_dicts(states):
+    """Element-wise mean of state dicts (floating tensors; integer buffers such as counters are
+    taken from the last one). The mean is accumulated in float64."""
+    if not states:
+        raise ValueError("nothing to average")
+    out = {}
+    for key, last in states[-1].items():
+        if torch.is_floating_point(last):
+            acc = torch.zeros_like(last, dtype=torch.float64)
+            for s in states:
+                acc += s[key].to(torch.float64)
+            out[key] = (acc / len(states)).to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out
+
+
+def check_finite_weights(model, where):
+    bad = [name for name, p in model.state_dict().items()
+           if torch.is_floating_point(p) and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingError(f"{where}: non-finite weights in {', '.join(bad[:3])}"
+                            f"{' ...' if len(bad) > 3 else ''}; the model diverged (lower --lr, set --grad_clip)")
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, nsteps, seed):
+    """UA/WA and loss on a loader; sampling is seeded so that model selection is reproducible."""
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    refs, hyps, losses = [], [], []
+    for feats, lengths, targets in loader:
+        feats, lengths, targets = feats.to(device), lengths.to(device), targets.to(device)
+        loss, _ = model.loss(feats, lengths, targets)
+        out = model.predict(feats, lengths, nsteps=nsteps, eta=0.0, generator=generator)
+        losses.append(loss.item() * len(targets))
+        refs.append(targets.cpu())
+        hyps.append(out["pred"].cpu())
+    refs, hyps = torch.cat(refs).numpy(), torch.cat(hyps).numpy()
+    stats = summarize(refs, hyps, len(model.labels))
+    stats["loss"] = float(sum(losses) / len(refs))
+    return stats
+
+
+def dev_key(stats):
+    """Dev UA first; dev loss breaks ties so that a flat UA still ranks epochs sensibly."""
+    return (stats["ua"], -stats["loss"])
+
+
+def epochs_to_average(history, average, use_dev):
+    """The epochs whose weights make model.pt: the last ``average``, or the ``average`` best on dev."""
+    epochs = [h["epoch"] for h in history]
+    if not use_dev:
+        return epochs[-average:]
+    ranked = sorted(history, key=lambda h: (dev_key(h["dev"]), h["epoch"]), reverse=True)
+    return sorted(h["epoch"] for h in ranked[:average])
+
+
+class Snapshots:
+    """Per-epoch weights under <fold_dir>/snapshots, pruned to those that can still be averaged."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def path(self, epoch):
+        return self.folder / f"epoch{epoch:04d}.pt"
+
+    def save(self, epoch, model):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_open(self.path(epoch), "wb") as f:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
+
+    def load(self, epoch):
+        return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
+
+    def prune(self, keep):
+        keep = {self.path(e).name for e in keep}
+        for f in self.folder.glob("epoch*.pt"):
+            if f.name not in keep:
+                f.unlink()
+
+
+def train_one_epoch(*, model, step_model, loader, optimizer, params, state, device, rank, where):
+    """One pass over the loader; ``step_model`` is the (DDP-wrapped) loss module."""
+    step_model.train()
+    total, count = 0.0, 0
+    for feats, lengths, targets in tqdm(loader, desc=f"epoch {state['epoch']}", disable=rank != 0,
+                                        mininterval=5, leave=False):
+        feats, lengths, targets = feats.to(device), lengths.to(device), targets.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = params["lr"] * lr_factor(state["step"], state["warmup_steps"], state["total_steps"])
+        loss, _ = step_model(feats, lengths, targets)
+        if not bool(torch.isfinite(loss)):
+            raise TrainingError(f"{where}: non-finite loss ({loss.item()}) at epoch {state['epoch']}, step "
+                                f"{state['step'] + 1}; the model diverged (lower --lr, set --grad_clip)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if params["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+        optimizer.step()
+        state["step"] += 1
+        total += loss.item() * len(targets)
+        count += len(targets)
+    check_finite_weights(model, f"{where}, epoch {state['epoch']}, step {state['step']}")
+    return total / max(count, 1)
+
+
+def save_checkpoint(path, model, optimizer, state):
+    with atomic_open(path, "wb") as f:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, f)
+
+
+def load_checkpoint(path, model, optimizer, identity):
+    """Restores model and optimizer and returns the loop state; refuses another experiment's
+    checkpoint (``identity``: the run's {"hash", "parts"}, see ``run_identity``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt["state"]
+    old = state.get("identity") or {}
+    if old.get("hash") != identity["hash"]:
+        raise TrainingError(f"{path} was written by another experiment ({describe_difference(old.get('parts', {}), identity['parts'])}); "
+                            f"remove {Path(path).parent} or train into a new exp dir")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return state
+
+
+def run_identity(parts):
+    """{"hash", "parts"}: a short hash of everything that decides a training run's result."""
+    parts = {k: parts[k] for k in sorted(parts)}
+    return {"hash": hashlib.sha256(repr(parts).encode()).hexdigest()[:16], "parts": parts}
+
+
+def describe_difference(old, new):
+    """'key: old -> new; ...' for the entries of two identity part dicts that differ."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not keys:
+        return "no recorded identity"
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4])
+
+
+def build_loaders(*, dataset, dev_dataset, params, world, rank, collate):
+    """Training loader over an EpochSampler (optionally class-balanced), and a dev loader or None.
+    Crops come from a random.Random that ``fit`` reseeds every epoch."""
+    weights = class_balance_weights(dataset.targets) if params["class_balance"] == "sampler" else None
+    sampler = EpochSampler(len(dataset), params["seed"], rank=rank, world=world, weights=weights)
+    crop_rng = random.Random(0)
+    train_loader = torch.utils.data.DataLoader(
+        dataset, batch_size=params["batch_size"], sampler=sampler,
+        collate_fn=lambda b: collate(crop_batch(b, params["max_frames"], crop_rng)))
+    dev_loader = None if dev_dataset is None else torch.utils.data.DataLoader(
+        dev_dataset, batch_size=max(64, params["batch_size"]), collate_fn=collate)
+    return {"train": train_loader, "sampler": sampler, "crop_rng": crop_rng, "dev": dev_loader}
+
+
+def new_state(params, steps_per_epoch, identity):
+    return {"epoch": 1, "step": 0, "history": [], "identity": identity,
+            "warmup_steps": max(1, int(params["warmup_epochs"] * steps_per_epoch)),
+            "total_steps": params["epochs"] * steps_per_epoch}
+
+
+def fit(*, model, step_model, optimizer, loaders, params, state, device, rank, fold_dir, where, save_model_fn):
+    """The epoch loop from ``state['epoch']`` to ``params['epochs']``, then the averaged model.pt.
+
+    ``loaders``: from ``build_loaders``. ``save_model_fn(path, model, extra)`` writes model.pt.
+    Rank 0 writes snapshots, the checkpoint and model.pt. Returns the averaged epochs.
+    """
+    train_loader, sampler, dev_loader = loaders["train"], loaders["sampler"], loaders["dev"]
+    snapshots = Snapshots(fold_dir / "snapshots")
+    use_dev = dev_loader is not None
+    while state["epoch"] <= params["epochs"]:
+        epoch, start = state["epoch"], time.time()
+        seed_everything(derive_seed(params["seed"], "epoch", epoch, rank))
+        sampler.set_epoch(epoch)
+        loaders["crop_rng"].seed(derive_seed(params["seed"], "crop", epoch, rank))
+        train_loss = train_one_epoch(model=model, step_model=step_model, loader=train_loader, optimizer=optimizer,
+                                     params=params, state=state, device=device, rank=rank, where=where)
+        entry = {"epoch": epoch, "train_loss": train_loss}
+        msg = f"epoch {epoch}: train loss {train_loss:.4f}"
+        if use_dev:
+            entry["dev"] = evaluate(model, dev_loader, device, params["eval_nsteps"], params["seed"])
+            msg += f" | dev loss {entry['dev']['loss']:.4f} UA {100 * entry['dev']['ua']:.2f}"
+        state["history"].append(entry)
+        log.info("%s | lr %.2e | %.1fs", msg, optimizer.param_groups[0]["lr"], time.time() - start)
+        state["epoch"] = epoch + 1
+        keep = epochs_to_average(state["history"], params["average"], use_dev)
+        if rank == 0:
+            if epoch in keep:
+                snapshots.save(epoch, model)
+            snapshots.prune(keep)
+            save_checkpoint(fold_dir / "checkpoint.pt", model, optimizer, state)
+        if use_dev and params["patience"]:
+            best = max(state["history"], key=lambda h: dev_key(h["dev"]))["epoch"]
+            if epoch - best >= params["patience"]:
+                log.info("no dev improvement for %d epochs: stopping", params["patience"])
+                break
+    keep = epochs_to_average(state["history"], params["average"], use_dev)
+    if rank == 0:
+        model.load_state_dict(average_state_dicts([snapshots.load(e) for e in keep]))
+        check_finite_weights(model, f"{where}, averaged model")
+        extra = {"averaged_epochs": keep, "epochs": len(state["history"])}
+        if use_dev:
+            extra["dev"] = evaluate(model, dev_loader, device, params["eval_nsteps"], params["seed"])
+            log.info("averaged epochs %s: dev UA %.2f WA %.2f", keep, 100 * extra["dev"]["ua"],
+                     100 * extra["dev"]["wa"])
+        else:
+            log.info("model.pt: average of epochs %s", keep)
+        save_model_fn(fold_dir / "model.pt", model, extra)
+    return keep
