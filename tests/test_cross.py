@@ -208,7 +208,7 @@ def _write_cell(exp, name, train, test, folds, rows, labels, label2shared, label
     write_list(d / "folds.txt", folds)
     for system, setting in (("genser", "nsteps1_eta0.0"), ("classifier", "argmax")):
         for fold in folds:
-            hyp = d / system / f"fold_{fold}" / f"decode_{setting}" / "hyp.tsv"
+            hyp = d / "seed0" / system / f"fold_{fold}" / f"decode_{setting}" / "hyp.tsv"
             hyp.parent.mkdir(parents=True)
             lines = ["\t".join(["utt", "ref", "hyp", *labels])]
             for utt, f, ref, scores in rows:
@@ -247,7 +247,7 @@ def test_score_matrix_marks_in_corpus_cells_and_averages_the_others(tmp_path):
     assert text.count("./run.sh --train_sets a") == 1  # commands listed once
     full_row = next(line for line in text.splitlines() if line.startswith("| a → b | Gen-SER | 100.0"))
     assert full_row.split("|")[6].strip() == "50.0"  # leaf-argmax UA: w2, the only sad, wrong
-    assert full_row.split("|")[9].strip() == "1"  # w1 not scored
+    assert full_row.split("|")[10].strip() == "1"  # w1 not scored
     assert (out.parent / "matrix_feat_shared_flat.png").stat().st_size > 1000
     assert (out.parent / "matrix_feat_full_flat.png").is_file()
 
@@ -283,8 +283,8 @@ def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
     assert "dropped 6 utterance(s) of emodb label 'boredom': not in the label map" in result.stderr
     data = load_data_dir(cross / "data" / "emodb__urdu_shared")
     assert collections.Counter(data.fold.values()) == {"train": 24, "urdu": 24}
-    exp = cross / "exp" / "emotion_fbank_mean_emodb__urdu_shared_flat"
-    assert len((exp / "genser" / "fold_urdu" / "decode_nsteps1_eta0.0" / "hyp.tsv").read_text().splitlines()) == 25
+    exp = cross / "exp" / "emotion_fbank_mean_flat_epochs2_emodb__urdu_shared"
+    assert len((exp / "seed0" / "genser" / "fold_urdu" / "decode_nsteps1_eta0.0" / "hyp.tsv").read_text().splitlines()) == 25
     matrix = (cross / "exp" / "matrix" / "RESULTS.md").read_text()
     assert "## fbank_mean, shared labels, flat taxonomy" in matrix and "| emodb |" in matrix
 
@@ -297,7 +297,7 @@ def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
     urdu_folds = {data.fold[u] for u in data.utts if u.startswith("urdu_")}
     assert {data.fold[u] for u in data.utts if u.startswith("emodb_")} == {"train"}
     assert urdu_folds <= {"1", "2", "3", "4", "5"} and len(urdu_folds) >= 2
-    conf = yaml.safe_load((cell / "train_hierarchical.yaml").read_text())
+    conf = yaml.safe_load((cell / "hierarchical.yaml").read_text())
     assert conf["model_conf"]["taxonomy"]["families"]["emodb_boredom"] == "boredom"
     assert conf["model_conf"]["taxonomy"]["families"]["urdu_anger"] == "angry"
     fold = sorted(urdu_folds)[0]

@@ -45,6 +45,7 @@ train_config=conf/train.yaml  # Base training YAML; each cell's config is genera
 models="genser classifier"    # Models trained side by side.
 train_nj=1            # Folds trained at the same time.
 train_args=           # Extra arguments for genser.bin.train (e.g. "--epochs 5").
+seeds=0               # Random seeds, e.g. "0 1 2": the matrices show the mean over seeds.
 nsteps=1              # Gen-SER sampling steps (the first value fills the matrix).
 matrix_out=exp/matrix/RESULTS.md  # The train x test matrices of every cell in exp/.
 
@@ -81,6 +82,9 @@ fi
 feat_opts=(--frontend "${frontend}" --feat_pooling "${feat_pooling}" --feat_tag "${feat_tag}")
 [ -n "${frontend_conf}" ] && feat_opts+=(--frontend_conf "${frontend_conf}")
 train_name=$(echo ${train_sets} | tr ' ' '+')
+# ser.sh names its exp dir exp/<task>_<feat_tag>_<config name><train_args tag>_<exp_tag> (the
+# ESPnet idiom); the cell config is named after the taxonomy, so the dir is known here too.
+args_tag=$(echo "${train_args}" | sed -e 's/--/_/g' -e 's/[ =]//g' -e 's/[^A-Za-z0-9_.+-]//g')
 mkdir -p exp
 echo "${run_args}" >> exp/commands.log
 
@@ -96,14 +100,14 @@ fi
 
 for test_set in ${test_sets}; do
     cell=${train_name}__${test_set}_${label_set}
-    tag=${cell}_${taxonomy}
-    expdir=exp/emotion_${feat_tag}_${tag}
+    config=data/${cell}/${taxonomy}.yaml
+    expdir=exp/emotion_${feat_tag}_${taxonomy}${args_tag}_${cell}
     if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         log "Stage 3: cell ${train_name} -> ${test_set} (${label_set} labels, ${taxonomy}) -> data/${cell}"
         ${python} -m genser.bin.cross_data cell --pool_dir data/all --train_sets "${train_sets}" \
             --test_set "${test_set}" --label_map_dir "${label_map_dir}" --label_set "${label_set}" \
             --shared_labels "${shared_labels}" --out_dir "data/${cell}" \
-            --base_config "${train_config}" --config_out "data/${cell}/train_${taxonomy}.yaml" \
+            --base_config "${train_config}" --config_out "${config}" \
             --taxonomy "${taxonomy}"
         utils/validate_data_dir.sh "data/${cell}"
         # What the matrix scorer needs to place and score this experiment.
@@ -113,11 +117,19 @@ for test_set in ${test_sets}; do
             >> "${expdir}/cell.yaml"
     fi
     if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
-        log "Stage 4: ser.sh stages 2-5 for ${tag} -> ${expdir}"
-        ./ser.sh --stage 2 --stop_stage 5 --data_dir "data/${cell}" --exp_tag "${tag}" \
-            --train_config "data/${cell}/train_${taxonomy}.yaml" --models "${models}" \
+        log "Stage 4: ser.sh stages 2-5 for ${cell} (${taxonomy}) -> ${expdir}"
+        if [ ! -f "${expdir}/cell.yaml" ]; then
+            log "Error: ${expdir}/cell.yaml is missing; it is made by stage 3 (run with --stage 3)"
+            exit 1
+        fi
+        ./ser.sh --stage 2 --stop_stage 5 --data_dir "data/${cell}" --exp_tag "${cell}" \
+            --train_config "${config}" --models "${models}" --seeds "${seeds}" \
             --train_nj "${train_nj}" --train_args "${train_args}" --nsteps "${nsteps}" \
             "${feat_opts[@]}" "${ser_opts[@]}"
+        if [ ! -f "${expdir}/folds.txt" ]; then  # ser.sh changed how it names exp dirs
+            log "Error: ser.sh did not write ${expdir}/folds.txt; update the exp dir name in $0"
+            exit 1
+        fi
     fi
 done
 

@@ -111,24 +111,47 @@ def read_scores(hyp):
     return np.asarray(rows, dtype=np.float64)
 
 
+def seed_dirs(exp_dir):
+    """The per-seed dirs of an experiment (ser.sh: <exp>/seed<S>/<model>/fold_<f>/...); an
+    experiment of the older layout (<exp>/<model>/fold_<f>/...) is its own single seed."""
+    seeds = sorted((d for d in Path(exp_dir).glob("seed*") if d.is_dir() and d.name[4:].isdigit()),
+                   key=lambda d: int(d.name[4:]))
+    return seeds or [Path(exp_dir)]
+
+
 def score_cell(cell, genser_setting):
-    """{system: score dict or None}; a system whose folds are not all decoded is None."""
+    """{system: score dict or None}: the pooled scores of each seed, and their mean UA.
+
+    A system whose folds are not all decoded (in some seed) is None, with a warning.
+    """
     exp_dir = cell["exp_dir"]
     folds = read_list(exp_dir / "folds.txt") if (exp_dir / "folds.txt").is_file() else []
     shared = list(cell.get("shared_labels") or sorted(set(cell["label2shared"].values())))
     out = {}
     for system, _ in SYSTEMS:
         setting = genser_setting if system == "genser" else "argmax"
-        paths = [exp_dir / system / f"fold_{f}" / f"decode_{setting}" / "hyp.tsv" for f in folds]
-        missing = [p for p in paths if not p.is_file()]
-        if not folds or missing:
-            if (exp_dir / system).is_dir():
+        per_seed, missing = [], []
+        for seed_dir in seed_dirs(exp_dir):
+            if not (seed_dir / system).is_dir():
+                continue
+            paths = [seed_dir / system / f"fold_{f}" / f"decode_{setting}" / "hyp.tsv" for f in folds]
+            missing += [p for p in paths if not p.is_file()]
+            if folds and not missing:
+                per_seed.append(score_hyps([read_hyp(p) for p in paths], cell["label2shared"], shared))
+        if not folds or missing or not per_seed:
+            if missing or not folds:
                 log.warning("%s: %s not scored, missing %s", exp_dir, system,
                             missing[0] if missing else f"{exp_dir}/folds.txt")
             out[system] = None
             continue
-        result = score_hyps([read_hyp(p) for p in paths], cell["label2shared"], shared)
-        result["folds"] = len(folds)
+        result = dict(per_seed[0])
+        for level in ("family", "leaf"):
+            result[level] = dict(per_seed[0][level])
+            for metric in ("ua", "wa", "macro_f1"):
+                result[level][metric] = float(np.mean([r[level][metric] for r in per_seed]))
+        uas = [r["family"]["ua"] for r in per_seed]
+        result.update(folds=len(folds), seeds=len(per_seed),
+                      ua_std=float(np.std(uas, ddof=1)) if len(uas) > 1 else None)
         out[system] = result
     return out
 
@@ -186,11 +209,12 @@ def render_group(key, cells, scores, png_name):
     for system, name in SYSTEMS:
         off = [v for pos, v in values[system].items() if pos not in marked and v is not None]
         means.append(f"{name} {pct(float(np.mean(off))) if off else '—'} ({len(off)} cells)")
-    lines += ["", "UA (%) at the shared-class level, pooled over the test folds; * = in-corpus "
+    lines += ["", "UA (%) at the shared-class level, pooled over the test folds (mean over seeds); "
+              "* = in-corpus "
               "(the test corpus is also trained on; its own speaker-disjoint folds). "
               "Mean of the cross-corpus (unmarked) cells: " + "; ".join(means) + ".", ""]
-    detail = ["| cell | system | UA | WA | macro-F1 | leaf-argmax UA | test utts | folds | not scored |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    detail = ["| cell | system | UA | WA | macro-F1 | leaf-argmax UA | test utts | folds | seeds | not scored |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for col in cols:
             cell = by_pos.get((row, col))
@@ -201,9 +225,10 @@ def render_group(key, cells, scores, png_name):
                 if not res:
                     continue
                 fam, leaf = res["family"], res["leaf"]
-                detail.append(f"| {row} → {col} | {name} | {pct(fam['ua'])} | {pct(fam['wa'])} | "
+                std = f" ± {pct(res['ua_std'])}" if res["ua_std"] is not None else ""
+                detail.append(f"| {row} → {col} | {name} | {pct(fam['ua'])}{std} | {pct(fam['wa'])} | "
                               f"{pct(fam['macro_f1'])} | {pct(leaf['ua'])} | {res['n']} | "
-                              f"{res['folds']} | {res['unscored']} |")
+                              f"{res['folds']} | {res['seeds']} | {res['unscored']} |")
     lines += detail + ["", f"![{feat} {label_set} {taxonomy}]({png_name})", ""]
     panels = [(name, values[system]) for system, name in SYSTEMS]
     return lines, panels, rows, cols, marked
