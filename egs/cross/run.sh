@@ -38,6 +38,7 @@ frontend=fbank        # s3prl upstream name.
 frontend_conf=        # YAML frontend spec, e.g. conf/frontend/whisper_base.yaml; overrides --frontend.
 feat_pooling=mean     # Utterance-mean pooling keeps training cheap; none keeps frame sequences.
 feat_tag=             # Name of the feature dump; derived from the frontend when empty.
+feat_norm=none        # none | corpus: standardise features per corpus (unsupervised; tag _cnorm).
 nj=1                  # Feature-extraction jobs.
 
 # Training and decoding options (passed to ser.sh)
@@ -79,7 +80,9 @@ if [ -z "${feat_tag}" ]; then
     if [ -n "${frontend_conf}" ]; then feat_tag=$(basename "${frontend_conf}" .yaml); else feat_tag=${frontend}; fi
     [ "${feat_pooling}" != none ] && feat_tag+="_${feat_pooling}"
 fi
-feat_opts=(--frontend "${frontend}" --feat_pooling "${feat_pooling}" --feat_tag "${feat_tag}")
+case "${feat_norm}" in none) cell_feat_tag=${feat_tag} ;; corpus) cell_feat_tag=${feat_tag}_cnorm ;;
+    *) log "Error: --feat_norm must be none or corpus, got '${feat_norm}'"; exit 2 ;; esac
+feat_opts=(--frontend "${frontend}" --feat_pooling "${feat_pooling}")
 [ -n "${frontend_conf}" ] && feat_opts+=(--frontend_conf "${frontend_conf}")
 train_name=$(echo ${train_sets} | tr ' ' '+')
 # ser.sh names its exp dir exp/<task>_<feat_tag>_<config name><train_args tag>_<exp_tag> (the
@@ -95,13 +98,19 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: features of the pooled corpora (${feat_tag}) -> dump/${feat_tag}"
-    ./ser.sh --stage 1 --stop_stage 1 --data_dir data/all --nj "${nj}" "${feat_opts[@]}" "${ser_opts[@]}"
+    ./ser.sh --stage 1 --stop_stage 1 --data_dir data/all --nj "${nj}" --feat_tag "${feat_tag}" \
+        "${feat_opts[@]}" "${ser_opts[@]}"
+    if [ "${feat_norm}" = corpus ]; then
+        log "Stage 2: per-corpus standardisation dump/${feat_tag} -> dump/${cell_feat_tag}"
+        ${python} -m genser.bin.cross_data norm --feat_dir "dump/${feat_tag}" --data_dir data/all \
+            --out_dir "dump/${cell_feat_tag}"
+    fi
 fi
 
 for test_set in ${test_sets}; do
     cell=${train_name}__${test_set}_${label_set}
     config=data/${cell}/${taxonomy}.yaml
-    expdir=exp/emotion_${feat_tag}_${taxonomy}${args_tag}_${cell}
+    expdir=exp/emotion_${cell_feat_tag}_${taxonomy}${args_tag}_${cell}
     if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         log "Stage 3: cell ${train_name} -> ${test_set} (${label_set} labels, ${taxonomy}) -> data/${cell}"
         ${python} -m genser.bin.cross_data cell --pool_dir data/all --train_sets "${train_sets}" \
@@ -113,7 +122,7 @@ for test_set in ${test_sets}; do
         # What the matrix scorer needs to place and score this experiment.
         mkdir -p "${expdir}"
         cp "data/${cell}/cell.yaml" "data/${cell}/label2shared" "${expdir}/"
-        printf 'taxonomy: %s\nfeat_tag: %s\ndata_dir: %s\n' "${taxonomy}" "${feat_tag}" "data/${cell}" \
+        printf 'taxonomy: %s\nfeat_tag: %s\ndata_dir: %s\n' "${taxonomy}" "${cell_feat_tag}" "data/${cell}" \
             >> "${expdir}/cell.yaml"
     fi
     if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
@@ -125,7 +134,7 @@ for test_set in ${test_sets}; do
         ./ser.sh --stage 2 --stop_stage 5 --data_dir "data/${cell}" --exp_tag "${cell}" \
             --train_config "${config}" --models "${models}" --seeds "${seeds}" \
             --train_nj "${train_nj}" --train_args "${train_args}" --nsteps "${nsteps}" \
-            "${feat_opts[@]}" "${ser_opts[@]}"
+            --feat_tag "${cell_feat_tag}" "${feat_opts[@]}" "${ser_opts[@]}"
         if [ ! -f "${expdir}/folds.txt" ]; then  # ser.sh changed how it names exp dirs
             log "Error: ser.sh did not write ${expdir}/folds.txt; update the exp dir name in $0"
             exit 1

@@ -2,6 +2,8 @@
 
     python -m genser.bin.cross_data pool --corpus emodb=../emodb/data/all \\
         --corpus urdu=../urdu/data/all --out_dir data/all
+    python -m genser.bin.cross_data norm --feat_dir dump/fbank_mean --data_dir data/all \
+        --out_dir dump/fbank_mean_cnorm
     python -m genser.bin.cross_data cell --pool_dir data/all --train_sets "emodb urdu" \\
         --test_set urdu --label_map_dir conf/label_map --label_set shared \\
         --out_dir data/emodb+urdu__urdu_shared [--base_config conf/train.yaml \\
@@ -15,8 +17,8 @@ import sys
 from pathlib import Path
 
 from genser.bin.common import setup_logging
-from genser.cross import LABEL_SETS, SHARED_LABELS, CrossError, build_cell, pool_corpora, read_label_map, \
-    write_train_config
+from genser.cross import (LABEL_SETS, SHARED_LABELS, CrossError, build_cell, normalize_per_corpus,
+                          pool_corpora, read_label_map, write_train_config)
 from genser.fileio import read_kv
 
 log = logging.getLogger("genser.cross_data")
@@ -31,6 +33,10 @@ def get_parser():
     pool.add_argument("--out_dir", required=True)
     pool.add_argument("--max_per_class", type=int, default=0,
                       help="keep at most this many utterances per corpus and label (0: all)")
+    norm = sub.add_parser("norm", help="standardise a feature dump per corpus (unsupervised)")
+    norm.add_argument("--feat_dir", required=True, help="dump of the pooled dir")
+    norm.add_argument("--data_dir", required=True, help="the pooled dir (utt2corpus)")
+    norm.add_argument("--out_dir", required=True)
     cell = sub.add_parser("cell", help="the data dir of one train x test cell")
     cell.add_argument("--pool_dir", required=True)
     cell.add_argument("--train_sets", required=True, help='training corpora, e.g. "emodb urdu"')
@@ -61,6 +67,9 @@ def main(argv=None):
                     raise CrossError(f"corpus {name} given twice")
                 sources[name] = data_dir
             pool_corpora(sources, params.out_dir, params.max_per_class)
+            return 0
+        if params.command == "norm":
+            normalize_per_corpus(params.feat_dir, params.data_dir, params.out_dir)
             return 0
         train_sets = params.train_sets.split()
         corpora = list(dict.fromkeys(train_sets + [params.test_set]))

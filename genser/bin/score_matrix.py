@@ -24,6 +24,7 @@ import argparse
 import collections
 import datetime
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def get_parser():
     p.add_argument("--notes", help="markdown appended to RESULTS.md (findings written by hand)")
     p.add_argument("--genser_setting", default="nsteps1_eta0.0",
                    help="Gen-SER decoding setting shown in the matrices")
+    p.add_argument("--png_dir", help="where the heat maps go (default: next to --out)")
     p.add_argument("--title", default="Cross-corpus results (egs/cross)")
     return p
 
@@ -238,6 +240,7 @@ def main(argv=None):
     params = get_parser().parse_args(argv)
     setup_logging()
     exp_root, out = Path(params.exp_root), Path(params.out)
+    png_dir = Path(params.png_dir) if params.png_dir else out.parent
     cells = []
     for meta in sorted(exp_root.glob("*/cell.yaml")):
         try:
@@ -266,11 +269,12 @@ def main(argv=None):
         commands = list(dict.fromkeys(x for x in Path(params.commands).read_text().splitlines() if x.strip()))
         text += ["Commands (from the recipe directory, in order):", "", "```sh"] + commands + ["```", ""]
     for key in sorted(groups):
-        png = f"matrix_{'_'.join(key)}.png"
-        lines, panels, rows, cols, marked = render_group(key, groups[key], scores, png)
+        png = png_dir / f"matrix_{'_'.join(key)}.png"
+        link = os.path.relpath(png, out.parent)
+        lines, panels, rows, cols, marked = render_group(key, groups[key], scores, link)
         text += lines
         if any(v is not None for _, vals in panels for v in vals.values()):
-            plot_matrices(panels, rows, cols, out.parent / png, f"UA (%): {', '.join(key)}", marked)
+            plot_matrices(panels, rows, cols, png, f"UA (%): {', '.join(key)}", marked)
     if params.notes:
         text += [Path(params.notes).read_text(encoding="utf-8").rstrip(), ""]
     atomic_write(out, "\n".join(text).rstrip() + "\n")
