@@ -22,7 +22,6 @@ import copy
 import random
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -62,6 +61,15 @@ def inner_groups(speakers, k, seed):
     return [speakers[i::k] for i in range(k)]
 
 
+def inner_splits(data, fold, k, seed):
+    """[(fit utterances, validation utterances)] of the inner CV for outer test fold ``fold``:
+    speaker-disjoint, and built from the other folds' utterances only."""
+    train_utts = [u for u in data.utts if data.fold[u] != fold]
+    groups = inner_groups({data.spk[u] for u in train_utts}, k, seed)
+    return [([u for u in train_utts if data.spk[u] not in set(g)], [u for u in train_utts if data.spk[u] in set(g)])
+            for g in groups]
+
+
 def train_and_predict(job):
     """One training on job["train"] utterances, predictions on job["test"]: (job key, refs, hyps)."""
     torch.set_num_threads(1)
@@ -74,12 +82,11 @@ def train_and_predict(job):
     train_set = FeatureDataset(feats, job["train_utts"], [data[u] for u in job["train_utts"]])
     loaders = trainer.build_loaders(dataset=train_set, dev_dataset=None, params=params, world=1, rank=0,
                                     collate=pad_collate)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    optimizer = trainer.make_optimizer(model, params)
     state = trainer.new_state(params, len(loaders["train"]), trainer.run_identity({}))
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer.fit(model=model, step_model=trainer.LossModule(model), optimizer=optimizer, loaders=loaders,
-                    params=params, state=state, device=torch.device("cpu"), rank=0, fold_dir=Path(tmp),
-                    where=job["key"], save_model_fn=lambda *a: None)
+    trainer.fit(model=model, step_model=trainer.LossModule(model), optimizer=optimizer, loaders=loaders,
+                params=params, state=state, device=torch.device("cpu"), rank=0, fold_dir=None,
+                where=str(job["key"]), save_model_fn=None)
     test = FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]])
     batch = pad_collate([test[i] for i in range(len(test))])
     out = model.predict(batch[0], batch[1], nsteps=1, generator=torch.Generator().manual_seed(0))
@@ -103,14 +110,10 @@ def main(argv=None):
     common = {"feats": feats, "targets": targets, "labels": labels, "seed": args.seed}
     jobs = []
     for fold in outer:
-        train_utts = [u for u in data.utts if data.fold[u] != fold and data.fold[u] not in ("dev",)]
-        groups = inner_groups({data.spk[u] for u in train_utts}, args.inner, args.seed)
-        for model, name, tr, mc in candidates:
-            for g, group in enumerate(groups):
-                held = set(group)
+        for g, (fit_utts, val_utts) in enumerate(inner_splits(data, fold, args.inner, args.seed)):
+            for model, name, tr, mc in candidates:
                 jobs.append({**common, "key": ("inner", fold, model, name, g), "model": model, "train": tr,
-                             "model_conf": mc, "train_utts": [u for u in train_utts if data.spk[u] not in held],
-                             "test_utts": [u for u in train_utts if data.spk[u] in held]})
+                             "model_conf": mc, "train_utts": fit_utts, "test_utts": val_utts})
     results = run_jobs(jobs, args.jobs)
     inner = {}  # (fold, model, name) -> UA pooled over the inner groups
     for fold in outer:

@@ -22,23 +22,32 @@ class AudioReader:
     ``reader(utt, path, start=None, end=None)`` returns a 1-D FloatTensor in [-1, 1].  ``start``
     and ``end`` are seconds (Kaldi ``segments``).  ``path`` may also be a Kaldi pipe
     (``"cmd ... |"``) writing a wav to stdout.  Each kind of conversion (resampling from a
-    given rate, down-mixing, clipping) is logged once per reader and counted in ``conversions``.
+    given rate, down-mixing) is logged once per reader and counted in ``conversions``.
+
+    Suspect audio is logged as a warning per utterance, naming it and the file, and counted:
+    ``short`` (under ``min_duration`` seconds), ``silent`` (digital silence: every sample is 0,
+    where log-mel features such as fbank degenerate to about -9537) and ``clipped`` (a real share
+    of the samples at full scale, see ``is_clipped``). 0 samples raise AudioError.
     """
 
-    def __init__(self, target_sr=16000):
+    def __init__(self, target_sr=16000, min_duration=0.1):
         if int(target_sr) <= 0:
             raise ValueError(f"target_sr must be positive, got {target_sr}")
+        if float(min_duration) < 0:
+            raise ValueError(f"min_duration must be >= 0, got {min_duration}")
         self.target_sr = int(target_sr)
+        self.min_duration = float(min_duration)
         self.conversions = Counter()
         self._resamplers = {}
 
     def __call__(self, utt, path, start=None, end=None):
         data, sr = self._read(utt, path, start, end)
+        where = f"{path}" + (f" [{start}, {end}]" if start is not None else "")
         if data.ndim != 2 or data.shape[0] == 0:
-            raise AudioError(f"utt {utt}: empty audio (0 samples) in {path}"
-                             + (f" [{start}, {end}]" if start is not None else ""))
+            raise AudioError(f"utt {utt}: empty audio (0 samples) in {where}")
         if not np.isfinite(data).all():
             raise AudioError(f"utt {utt}: non-finite samples in {path}")
+        self._check_content(utt, where, data, sr)
         if data.shape[1] > 1:
             self._note(f"downmix {data.shape[1]}ch", f"down-mixing {data.shape[1]}-channel audio to "
                        f"mono (first: utt {utt}, {path})")
@@ -48,12 +57,36 @@ class AudioReader:
             self._note(f"resample {sr}", f"resampling {sr} Hz -> {self.target_sr} Hz (first: utt "
                        f"{utt}, {path})")
             wav = self._resample(wav, sr)
+        # Resampling a full-scale peak overshoots [-1, 1] a little (Gibbs): that is not clipping
+        # in the recording (is_clipped judges the samples as read), so the clamp is only counted.
         peak = float(wav.abs().max()) if wav.numel() else 0.0
         if peak > 1.0:
-            self._note("clip", f"clipping samples outside [-1, 1] (first: utt {utt}, {path}, "
-                       f"peak {peak:.3f})")
+            self.conversions["clamp"] += 1
+            logger.debug("utt %s: clamping samples outside [-1, 1] after conversion (peak %.3f), %s", utt,
+                         peak, path)
             wav = wav.clamp_(-1.0, 1.0)
         return wav
+
+    def _check_content(self, utt, where, data, sr):
+        """Warns about short, silent and clipped audio (naming ``utt`` and the file)."""
+        seconds = data.shape[0] / sr
+        if seconds < self.min_duration:
+            self.conversions["short"] += 1
+            logger.warning("utt %s: %.3f s of audio (%d samples) in %s is shorter than the minimum %.3g s; "
+                           "its features are mostly padding", utt, seconds, data.shape[0], where,
+                           self.min_duration)
+        peak = float(np.abs(data).max())
+        if peak == 0.0:
+            self.conversions["silent"] += 1
+            logger.warning("utt %s: digital silence (all %d samples are 0) in %s; log-mel features of "
+                           "silence degenerate (fbank gives about -9537)", utt, data.shape[0], where)
+            return
+        clipped = is_clipped(data)
+        if clipped:
+            self.conversions["clipped"] += 1
+            count, run = clipped
+            logger.warning("utt %s: clipped audio in %s: %d of %d samples (%.2f%%) at full scale, up to %d "
+                           "in a row", utt, where, count, data.size, 100.0 * count / data.size, run)
 
     def _note(self, kind, message):
         if self.conversions[kind] == 0:
@@ -99,6 +132,30 @@ class AudioReader:
 
     # ``reader.read(...)`` reads more naturally in some call sites.
     read = __call__
+
+
+# |x| at or above this is full scale: 32767/32768 is the largest positive 16-bit sample.
+FULL_SCALE = 1.0 - 2.0 ** -15
+# Clipped: at least this share of the samples at full scale, or this many in a row. A file
+# normalised to peak 1.0 has one or two full-scale samples and is not clipped.
+CLIP_SHARE = 0.001
+CLIP_RUN = 3
+
+
+def is_clipped(data):
+    """(full-scale samples, longest run) when ``data`` [S, C] looks clipped, else None."""
+    full = np.abs(data) >= FULL_SCALE
+    count = int(full.sum())
+    if count < CLIP_RUN:
+        return None
+    run = 0
+    for ch in full.T:  # longest run of consecutive full-scale samples in any channel
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], ch.astype(np.int8), [0]))))
+        if edges.size:
+            run = max(run, int((edges[1::2] - edges[::2]).max()))
+    if run >= CLIP_RUN or count >= CLIP_SHARE * full.size:
+        return count, run
+    return None
 
 
 def _run_pipe(utt, command):

@@ -7,7 +7,9 @@ are sorted in C-locale order, as Kaldi's ``utils/validate_data_dir.sh`` requires
 """
 import logging
 import math
+import os
 import random
+import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -322,6 +324,18 @@ def _diff_ids(ref, other, ref_name, other_name, problems, what="utt"):
         problems.append(f"{other_name}: {what} {u} is not in {ref_name}")
 
 
+def _near_duplicates(path, what, values, problems):
+    """Reports values that differ only in case or in spaces vs underscores (``Anger``/``anger``,
+    ``spk 16``/``spk_16``): almost always one class or speaker spelt two ways, which would
+    silently become two classes (or two speakers, breaking speaker-disjoint folds)."""
+    groups = defaultdict(set)
+    for v in values:
+        groups[re.sub(r"[\s_]+", "_", v.strip()).casefold()].add(v)
+    for forms in sorted(sorted(g) for g in groups.values() if len(g) > 1):
+        problems.append(f"{path}: {what} {' and '.join(map(repr, forms))} differ only in case or spaces/"
+                        f"underscores; spell them one way")
+
+
 def validate_data_dir(data_dir, check_audio=False):
     """Raises DataDirError listing every problem found; returns None for a valid dir.
 
@@ -340,6 +354,7 @@ def validate_data_dir(data_dir, check_audio=False):
         raise DataDirError(data_dir, problems)
 
     utt2spk = _scan(data_dir / "utt2spk", problems, nfields=2)
+    _near_duplicates(data_dir / "utt2spk", "speakers", utt2spk.values(), problems)
     wav = _scan(data_dir / "wav.scp", problems)
     spk2utt = _scan(data_dir / "spk2utt", problems)
     utt_name = str(data_dir / "utt2spk")
@@ -388,6 +403,7 @@ def validate_data_dir(data_dir, check_audio=False):
                 problems.append(f"{p}: duplicate label {d}")
             if not lab:
                 problems.append(f"{p}: empty label list")
+            _near_duplicates(p, "labels", lab, problems)
             labels[attr] = lab
     for attr, name in UTT_FILES.items():
         p = data_dir / name
@@ -395,6 +411,8 @@ def validate_data_dir(data_dir, check_audio=False):
             continue
         values = _scan(p, problems, nfields=2)
         _diff_ids(utt2spk, values, utt_name, str(p), problems)
+        if attr != "dur":
+            _near_duplicates(p, "labels" if attr in LABELLED_ATTRS else "values", values.values(), problems)
         if attr in labels:
             for utt, v in sorted(values.items()):
                 if v not in labels[attr]:
@@ -483,7 +501,10 @@ def split_data_dir(data_dir, nj):
         sub = data_dir / f"split{nj}" / str(j + 1)
         sub.mkdir(parents=True, exist_ok=True)
         for name, d in files.items():
-            write_kv(sub / name, {k: v for k, v in d.items() if k in keep})
+            part = {k: v for k, v in d.items() if k in keep}
+            if name == "feats.scp":  # relative ark paths are relative to the scp's own folder
+                part = {k: _rebase_ark(v, data_dir, sub) for k, v in part.items()}
+            write_kv(sub / name, part)
         if segments is not None:
             recs = {segments[u].split()[0] for u in chunk if u in segments}
             write_kv(sub / "wav.scp", {k: v for k, v in wav.items() if k in recs})
@@ -494,6 +515,14 @@ def split_data_dir(data_dir, nj):
             shutil.copyfile(lab, sub / lab.name)
         out.append(sub)
     return out
+
+
+def _rebase_ark(loc, old_dir, new_dir):
+    """'ark:offset' of a feats.scp moved from ``old_dir`` to ``new_dir`` (absolute paths unchanged)."""
+    ark, sep, offset = loc.rpartition(":")
+    if not sep or os.path.isabs(ark):
+        return loc
+    return f"{os.path.relpath(Path(old_dir).resolve() / ark, Path(new_dir).resolve())}:{offset}"
 
 
 # ----------------------------------------------------------------------------------------------

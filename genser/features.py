@@ -1,11 +1,14 @@
 """Feature dumps: Kaldi ark/scp matrices plus a feats.yaml that says how to read them back.
 
 Every utterance is one matrix. Frame sequences (pooling none) are stored as [T, L*D], the kept
-layers side by side; utterance means (pooling mean) as [L, D]. float32 dumps are plain Kaldi
+layers side by side; utterance means (pooling mean) as [L, D]; means and standard deviations
+(pooling meanstd, the statistics of the classic utterance-level baselines) as [2L, D], read back
+as 2L "layers" (the L means, then the L stds). float32 dumps are plain Kaldi
 binary matrices; float16 dumps use kaldiio's numpy-in-ark records (Kaldi has no half-precision
 matrix type), which ``kaldiio.load_scp`` reads back as float16. Readers always return float32
 [T, L, D] (T=1 for means), which is what the models take.
 """
+import contextlib
 import os
 from pathlib import Path
 
@@ -14,10 +17,10 @@ import numpy as np
 import torch
 import yaml
 
-from genser.fileio import atomic_open
+from genser.fileio import atomic_open, write_error
 
 META_FILE = "feats.yaml"
-POOLINGS = ("none", "mean")
+POOLINGS = ("none", "mean", "meanstd")
 DTYPES = ("float32", "float16")
 
 
@@ -48,17 +51,27 @@ def to_matrix(feats, pooling):
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if pooling == "mean":
         return feats.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if pooling == "meanstd":
+        mean = feats.mean(axis=0, dtype=np.float64)
+        std = feats.std(axis=0, dtype=np.float64)  # 0 for a 1-frame clip
+        return np.concatenate([mean, std], axis=0).astype(np.float32)
     return feats.reshape(feats.shape[0], -1)
+
+
+def model_layers(meta):
+    """Number of "layers" a model sees in a dump: 2L for meanstd (means, then stds), else L."""
+    return 2 * int(meta["num_layers"]) if meta["pooling"] == "meanstd" else int(meta["num_layers"])
 
 
 def from_matrix(mat, meta):
     """The stored 2-D matrix -> [T, L, D] float32 (ValueError when its shape does not fit meta)."""
     L, D = int(meta["num_layers"]), int(meta["dim"])
     mat = np.array(mat, dtype=np.float32)  # a writable copy (kaldiio returns read-only buffers)
-    if meta["pooling"] == "mean":
-        if mat.shape != (L, D):
-            raise ValueError(f"expected an [L, D] = [{L}, {D}] matrix, got {list(mat.shape)}")
-        return mat.reshape(1, L, D)
+    if meta["pooling"] in ("mean", "meanstd"):
+        rows = model_layers(meta)
+        if mat.shape != (rows, D):
+            raise ValueError(f"expected a [{rows}, {D}] matrix ({meta['pooling']} of {L} layers), got {list(mat.shape)}")
+        return mat.reshape(1, rows, D)
     if mat.ndim != 2 or mat.shape[1] != L * D:
         raise ValueError(f"expected a [T, L*D] = [T, {L * D}] matrix, got {list(mat.shape)}")
     return mat.reshape(-1, L, D)
@@ -110,7 +123,9 @@ def read_scp(scp):
 class FeatureReader:
     """Lazy random access to a feature dump: ``reader[utt]`` is an np.float32 array [T, L, D].
 
-    Ark paths in feats.scp that no longer exist (a moved dump) are looked up next to feats.scp.
+    Relative ark paths in feats.scp (ArkWriter writes them) are relative to the scp's folder, not
+    the CWD. Absolute ones (older dumps) that no longer exist (a moved dump) are looked up next to
+    feats.scp.
     """
 
     def __init__(self, feat_dir):
@@ -139,8 +154,11 @@ class FeatureReader:
     def _locate(self, utt):
         ark, offset = self._entries[utt].rsplit(":", 1)
         if ark not in self._arks:
-            moved = self.feat_dir / Path(ark).name
-            self._arks[ark] = ark if os.path.exists(ark) or not moved.exists() else str(moved)
+            if not os.path.isabs(ark):
+                self._arks[ark] = str(self.scp_path.resolve().parent / ark)
+            else:
+                moved = self.feat_dir / Path(ark).name
+                self._arks[ark] = ark if os.path.exists(ark) or not moved.exists() else str(moved)
         return self._arks[ark], offset
 
     def __getitem__(self, utt):
@@ -207,7 +225,7 @@ class ArkWriter:
     """Writes ``ark`` and ``scp`` so that neither exists until every utterance is written.
 
     Matrices go to hidden temp files; ``commit()`` renames the ark into place and then writes the
-    scp (pointing at the final ark name). A crash or kill leaves at most the temp files, so an
+    scp (pointing at the final ark name, relative to the scp's folder). A crash or kill leaves at most the temp files, so an
     existing scp always describes a complete ark. Use as a context manager (commit on success,
     temp files removed on an exception).
     """
@@ -225,22 +243,34 @@ class ArkWriter:
                                            write_function="numpy" if dtype == "float16" else None)
 
     def __call__(self, utt, mat):
-        self._writer(utt, to_storage(mat, self.dtype, utt))
+        mat = to_storage(mat, self.dtype, utt)
+        try:
+            self._writer(utt, mat)
+        except OSError as exc:  # ENOSPC/EFBIG name no file: say which ark (and utterance)
+            raise OSError(exc.errno, f"utterance {utt}: cannot write {self.ark}: {exc.strerror or exc}") from exc
         self.count += 1
 
     def commit(self):
-        self._writer.close()
+        try:
+            self._writer.close()
+        except OSError as exc:  # the last buffered bytes are written at close
+            raise write_error(exc, self.ark) from exc
+        # Ark paths relative to the scp's folder: a copied dump (cp -a) reads, and a re-run in
+        # the copy rewrites, its own arks instead of the original's. FeatureReader resolves them.
+        rel = os.path.relpath(self.ark, self.scp.resolve().parent)
         lines = []
         for line in self.tmp_scp.read_text(encoding="utf-8").splitlines():
             utt, loc = line.split(None, 1)
-            lines.append(f"{utt} {self.ark}:{loc.rsplit(':', 1)[1]}\n")
+            lines.append(f"{utt} {rel}:{loc.rsplit(':', 1)[1]}\n")
         os.replace(self.tmp_ark, self.ark)
         with atomic_open(self.scp) as f:
             f.writelines(lines)
         self.tmp_scp.unlink()
 
     def abort(self):
-        self._writer.close()
+        # Closing flushes the buffer, which fails again on a full disk; the temp files must go anyway.
+        with contextlib.suppress(OSError):
+            self._writer.close()
         for tmp in (self.tmp_ark, self.tmp_scp):
             tmp.unlink(missing_ok=True)
 

@@ -1,5 +1,6 @@
 """Small file helpers: atomic writes and Kaldi-style "key value..." text files."""
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -9,28 +10,55 @@ class FileFormatError(ValueError):
     """A text file that does not follow the expected Kaldi layout (names file and line)."""
 
 
+# errnos that mean "the destination cannot take the data": full disk, quota, file size limit,
+# read-only file system, I/O error. The OS names none of them with the file being written.
+WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EROFS", "EIO")
+                         if hasattr(errno, name))
+
+
+def write_error(exc, path):
+    """``exc`` (an OSError from writing ``path``) as an OSError of the same errno naming ``path``.
+
+    A bare "[Errno 28] No space left on device" from deep inside a job does not say which of the
+    files being written (or which disk) is full. Other exceptions are returned unchanged.
+    """
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS or str(path) in str(exc):
+        return exc
+    return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w", encoding="utf-8"):
     """Opens a temp file next to ``path``; on success it is ``os.replace``d into place.
 
-    On an exception the temp file is removed and ``path`` is left untouched.
+    On an exception the temp file is removed and ``path`` is left untouched; a write error
+    (ENOSPC, EFBIG, ... see WRITE_ERRNOS) is re-raised naming ``path``.
     """
     if not any(m in mode for m in "wax"):
         raise ValueError(f"atomic_open is for writing, got mode {mode!r} for {path}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) from exc
     os.close(fd)
     mode = mode.replace("x", "w").replace("a", "w")
     try:
-        kwargs = {} if "b" in mode else {"encoding": encoding}
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-        # mkstemp creates 0600; give the result the usual permissions (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        try:
+            kwargs = {} if "b" in mode else {"encoding": encoding}
+            with open(tmp, mode, **kwargs) as f:
+                yield f
+            # mkstemp creates 0600; give the result the usual permissions (umask applied).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except OSError as exc:  # a write in the block, the flush at close, or the rename
+            err = write_error(exc, path)
+            if err is exc:
+                raise
+            raise err from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -40,6 +40,14 @@ class FrontendError(ValueError):
     """A frontend that cannot be built (bad spec, unavailable model); the message says why."""
 
 
+class UntrustedFrontendError(FrontendError):
+    """A frontend file named inside a model checkpoint that is not loaded without the user's say-so."""
+
+
+# s3prl upstreams whose 'path' is a download source (a URL, a hub repository), not a local file.
+REMOTE_SUFFIXES = ("_url", "_custom")
+
+
 class Frontend(nn.Module):
     """Base class: subclasses implement ``_forward(wavs) -> (layers, lengths)`` on one device."""
 
@@ -212,25 +220,36 @@ def _hf_model_type(folder):
     return model_type
 
 
-def _load_hf(cls, folder):
-    """Loads float32 weights (fp16 checkpoints are cast: CPUs run fp16 slowly or not at all)."""
+def _load_hf(cls, folder, safetensors_only=False, **kwargs):
+    """Loads float32 weights (fp16 checkpoints are cast: CPUs run fp16 slowly or not at all).
+
+    ``safetensors_only``: a folder named by a model checkpoint (not by the user) may hold a
+    pickled pytorch_model.bin, whose unpickling can run code; safetensors files cannot.
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    if safetensors_only:
+        kwargs["use_safetensors"] = True
     try:
-        return cls.from_pretrained(str(folder), dtype=torch.float32)
+        return cls.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
+        if safetensors_only and not list(Path(folder).glob("*.safetensors")):
+            raise UntrustedFrontendError(f"{folder} has no *.safetensors weights; a frontend folder named by a "
+                                         f"model checkpoint is only loaded from safetensors (pickled .bin "
+                                         f"weights can run code)") from exc
         raise FrontendError(f"cannot load the transformers model in {folder}: {exc}") from exc
 
 
 class HFWaveformFrontend(Frontend):
     """wav2vec2 / HuBERT / WavLM (and kin) from a local transformers folder."""
 
-    def __init__(self, spec, model_type):
+    def __init__(self, spec, model_type, safetensors_only=False):
         from transformers import AutoModel
 
         folder = Path(spec["path"])
-        model = _load_hf(AutoModel, folder)
+        # trust_remote_code stays off: a config.json's auto_map would otherwise import its code.
+        model = _load_hf(AutoModel, folder, safetensors_only, trust_remote_code=False)
         config = model.config
         super().__init__(spec, SAMPLE_RATE / math.prod(config.conv_stride))
         self.model_type = model_type
@@ -279,11 +298,11 @@ class WhisperFrontend(Frontend):
     frames (faithful in the deep layers; see docs/ENVIRONMENT.md).
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec, safetensors_only=False):
         from transformers import WhisperFeatureExtractor, WhisperModel
 
         mode = spec.get("whisper_mode", "sliced")
-        model = _load_hf(WhisperModel, spec["path"])
+        model = _load_hf(WhisperModel, spec["path"], safetensors_only)
         super().__init__({**spec, "whisper_mode": mode}, frame_rate=50.0)
         self.model_type = "whisper"
         self.mode = mode
@@ -353,8 +372,12 @@ def frontend_spec(spec):
     return spec
 
 
-def build_frontend(spec, device="cpu"):
-    """Builds the frontend that ``spec`` describes, in eval mode on ``device``."""
+def build_frontend(spec, device="cpu", safetensors_only=False):
+    """Builds the frontend that ``spec`` describes, in eval mode on ``device``.
+
+    ``safetensors_only``: transformers folders load only *.safetensors weights (for specs that
+    come from a model checkpoint, see ``stored_frontend_spec``).
+    """
     spec = frontend_spec(spec)
     if spec["type"] == "s3prl":
         frontend = S3PRLFrontend(spec)
@@ -363,12 +386,73 @@ def build_frontend(spec, device="cpu"):
             raise FrontendError(f"transformers model folder not found: {spec['path']}")
         model_type = _hf_model_type(spec["path"])
         if model_type == "whisper":
-            frontend = WhisperFrontend(spec)
+            frontend = WhisperFrontend(spec, safetensors_only)
         else:
             if "whisper_mode" in spec:
                 raise FrontendError(f"whisper_mode is for Whisper models; {spec['path']} is {model_type}")
-            frontend = HFWaveformFrontend(spec, model_type)
+            frontend = HFWaveformFrontend(spec, model_type, safetensors_only)
     frontend = frontend.to(device).eval()
     logger.info("frontend %s: %d layers x %d dims, %.1f frames/s", spec, frontend.num_layers,
                 frontend.hidden_size, frontend.frame_rate)
     return frontend
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs read back from model checkpoints
+# ---------------------------------------------------------------------------------------------
+def stored_frontend_spec(spec, model_path, trust=False):
+    """The frontend spec recorded in the checkpoint ``model_path``, checked before anything loads.
+
+    A model.pt may come from anyone, and the file its spec names is unpickled by s3prl with
+    ``torch.load(weights_only=False)`` (distiller_local, ...), which runs whatever code the file
+    carries. So, unless ``trust``:
+
+    - URLs and download sources (``*_url``/``*_custom`` upstreams) are refused;
+    - a relative path resolves against the model file's folder (never the CWD), and a path that
+      leaves that folder (absolute elsewhere, ``..``, a symlink out) is refused;
+    - an s3prl checkpoint must load with ``torch.load(weights_only=True)`` first, which only
+      rebuilds tensors and plain containers: a file that passes cannot carry pickled code.
+
+    Transformers folders are loaded from safetensors only (``build_frontend(...,
+    safetensors_only=True)``, which the caller applies to every stored spec). Raises
+    UntrustedFrontendError (one line naming the model file and the path) when refused.
+    """
+    spec = frontend_spec(spec)
+    if "path" not in spec:
+        return spec
+    model_path = Path(model_path)
+    raw = spec["path"]
+    where = f"{model_path}: frontend path {raw!r} (the 'feats.frontend.path' it records)"
+    hint = (f"name the file yourself with --frontend_path, or pass --trust_frontend if you trust "
+            f"{model_path.name} and its source")
+    remote = "://" in raw or (spec["type"] == "s3prl" and spec["name"].endswith(REMOTE_SUFFIXES))
+    if remote:
+        if trust:
+            return spec
+        raise UntrustedFrontendError(f"{where} is a download source; genser-infer does not fetch what a "
+                                     f"checkpoint names: {hint}")
+    folder = model_path.resolve().parent
+    path = (folder / raw).resolve()  # an absolute raw path stays itself; symlinks are followed
+    spec["path"] = str(path)
+    if trust:
+        return spec
+    if not path.is_relative_to(folder):
+        raise UntrustedFrontendError(f"{where} lies outside the model's folder {folder}: {hint}")
+    if spec["type"] == "s3prl" and path.is_file():
+        _check_weights_only(path, where, hint)
+    return spec
+
+
+def _check_weights_only(path, where, hint):
+    """Raises UntrustedFrontendError unless ``path`` loads with torch.load(weights_only=True)."""
+    import argparse
+
+    try:
+        # argparse.Namespace (fairseq-style configs in s3prl checkpoints) is a plain attribute
+        # bag: rebuilding one runs no code of the file's choosing.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any failure means "not provably safe"
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise UntrustedFrontendError(f"{where} does not load with torch.load(weights_only=True), so loading "
+                                     f"it could run code it carries ({reason}): {hint}") from None

@@ -204,23 +204,34 @@ def epochs_to_average(history, average, use_dev):
 
 
 class Snapshots:
-    """Per-epoch weights under <fold_dir>/snapshots, pruned to those that can still be averaged."""
+    """Per-epoch weights under <fold_dir>/snapshots, pruned to those that can still be averaged
+    (in memory when there is no folder: in-process benchmarks, which need no resume)."""
 
     def __init__(self, folder):
-        self.folder = Path(folder)
+        self.folder = None if folder is None else Path(folder)
+        self.memory = {}
 
     def path(self, epoch):
         return self.folder / f"epoch{epoch:04d}.pt"
 
     def save(self, epoch, model):
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.folder is None:
+            self.memory[epoch] = weights
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_open(self.path(epoch), "wb") as f:
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, f)
+            torch.save(weights, f)
 
     def load(self, epoch):
+        if self.folder is None:
+            return self.memory[epoch]
         return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
 
     def prune(self, keep):
+        if self.folder is None:
+            self.memory = {e: w for e, w in self.memory.items() if e in keep}
+            return
         keep = {self.path(e).name for e in keep}
         for f in self.folder.glob("epoch*.pt"):
             if f.name not in keep:
@@ -309,10 +320,11 @@ def fit(*, model, step_model, optimizer, loaders, params, state, device, rank, f
     """The epoch loop from ``state['epoch']`` to ``params['epochs']``, then the averaged model.pt.
 
     ``loaders``: from ``build_loaders``. ``save_model_fn(path, model, extra)`` writes model.pt.
-    Rank 0 writes snapshots, the checkpoint and model.pt. Returns the averaged epochs.
+    Rank 0 writes snapshots, the checkpoint and model.pt; with ``fold_dir`` None nothing is
+    written (snapshots stay in memory, no resume). Returns the averaged epochs.
     """
     train_loader, sampler, dev_loader = loaders["train"], loaders["sampler"], loaders["dev"]
-    snapshots = Snapshots(fold_dir / "snapshots")
+    snapshots = Snapshots(None if fold_dir is None else fold_dir / "snapshots")
     use_dev = dev_loader is not None
     while state["epoch"] <= params["epochs"]:
         epoch, start = state["epoch"], time.time()
@@ -334,7 +346,8 @@ def fit(*, model, step_model, optimizer, loaders, params, state, device, rank, f
             if epoch in keep:
                 snapshots.save(epoch, model)
             snapshots.prune(keep)
-            save_checkpoint(fold_dir / "checkpoint.pt", model, optimizer, state)
+            if fold_dir is not None:
+                save_checkpoint(fold_dir / "checkpoint.pt", model, optimizer, state)
         if use_dev and params["patience"]:
             best = max(state["history"], key=lambda h: dev_key(h["dev"]))["epoch"]
             if epoch - best >= params["patience"]:
@@ -351,5 +364,11 @@ def fit(*, model, step_model, optimizer, loaders, params, state, device, rank, f
                      100 * extra["dev"]["wa"])
         else:
             log.info("model.pt: average of epochs %s", keep)
-        save_model_fn(fold_dir / "model.pt", model, extra)
+        if fold_dir is not None:
+            save_model_fn(fold_dir / "model.pt", model, extra)
     return keep
+
+
+def make_optimizer(model, params):
+    """AdamW; the multi-tensor (foreach) update is several times faster on CPU for small models."""
+    return torch.optim.AdamW(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"], foreach=True)

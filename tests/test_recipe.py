@@ -28,48 +28,122 @@ def run_recipe(recipe, *args, timeout=900):
                           timeout=timeout)
 
 
+SMALL = ["--local_data_opts", "--num_speakers 4 --utts_per_class 4 --num_folds 2", "--train_args", "--epochs 3"]
+
+
+def exp_of(recipe, pattern="emotion_*_train_epochs3"):
+    """The one experiment dir of the recipe whose name matches ``pattern``."""
+    found = sorted(p for p in (recipe / "exp").glob(pattern) if p.is_dir())
+    assert len(found) == 1, found
+    return found[0]
+
+
 @pytest.fixture(scope="module")
 def trained_recipe(tmp_path_factory):
     recipe = make_recipe(tmp_path_factory.mktemp("recipe"))
-    result = run_recipe(recipe, "--local_data_opts", "--num_speakers 4 --utts_per_class 4 --num_folds 2",
-                        "--train_args", "--epochs 3", "--nsteps", "1 2")
+    result = run_recipe(recipe, *SMALL, "--seeds", "0 1", "--nsteps", "1 2")
     assert result.returncode == 0, result.stderr[-4000:]
     return recipe
 
 
 def test_all_stages_produce_results(trained_recipe):
-    exp = trained_recipe / "exp" / "emotion_fbank"
+    exp = exp_of(trained_recipe)
+    assert exp.name.endswith("_train_epochs3")  # config name and overridden arguments, as ESPnet
     assert (exp / "labels.txt").read_text().split() == ["neutral", "happy", "angry", "sad"]
     folds = (exp / "folds.txt").read_text().split()
     assert len(folds) == 2
-    for fold in folds:
-        for setting in ("genser/fold_{}/decode_nsteps1_eta0.0", "genser/fold_{}/decode_nsteps2_eta0.0",
-                        "classifier/fold_{}/decode_argmax"):
-            hyp = exp / setting.format(fold) / "hyp.tsv"
-            lines = hyp.read_text().splitlines()
-            assert lines[0].split("\t")[:3] == ["utt", "ref", "hyp"]
-            assert len(lines) == 1 + 16 * 2  # 2 speakers per fold x 4 emotions x 4 utterances
+    for seed in ("0", "1"):
+        for fold in folds:
+            for setting in ("genser/fold_{}/decode_nsteps1_eta0.0", "genser/fold_{}/decode_nsteps2_eta0.0",
+                            "classifier/fold_{}/decode_argmax"):
+                hyp = exp / f"seed{seed}" / setting.format(fold) / "hyp.tsv"
+                lines = hyp.read_text().splitlines()
+                assert lines[0].split("\t")[:3] == ["utt", "ref", "hyp"]
+                assert len(lines) == 1 + 16 * 2  # 2 speakers per fold x 4 emotions x 4 utterances
+        assert "genser" in (exp / f"seed{seed}" / "RESULTS.md").read_text()
+        assert (exp / f"seed{seed}" / "genser" / "config.yaml").exists()
     results = (exp / "RESULTS.md").read_text()
-    assert "genser" in results.lower() and "classifier" in results.lower()
-    assert (trained_recipe / "dump" / "fbank" / "feats.yaml").exists()
+    assert "UA seed 0" in results and "UA seed 1" in results
+    assert "paired over (fold, seed)" in results and "| 4 |" in results  # 2 folds x 2 seeds
+    assert next((trained_recipe / "dump").glob("*/feats.yaml"))
+
+
+def test_seeds_aggregate_to_their_mean(trained_recipe):
+    from genser.bin.score import load_experiment, score_experiment
+
+    exp = exp_of(trained_recipe)
+    uas = []
+    for seed in ("0", "1"):
+        scores, primaries = score_experiment(load_experiment(exp / f"seed{seed}"))
+        uas.append(scores["genser", primaries["genser"]]["mean"]["ua"])
+    row = next(line for line in (exp / "RESULTS.md").read_text().splitlines() if line.startswith("| genser"))
+    assert f"{100 * (uas[0] + uas[1]) / 2:.1f} ± " in row
 
 
 def test_stage4_rescoring_does_not_retrain(trained_recipe):
-    exp = trained_recipe / "exp" / "emotion_fbank"
-    models = sorted(exp.glob("*/fold_*/model.pt"))
+    exp = exp_of(trained_recipe)
+    models = sorted(exp.glob("seed*/*/fold_*/model.pt"))
     before = [m.stat().st_mtime_ns for m in models]
-    result = run_recipe(trained_recipe, "--stage", "4", "--stop_stage", "5", "--nsteps", "1 3")
+    result = run_recipe(trained_recipe, *SMALL, "--seeds", "0 1", "--stage", "4", "--stop_stage", "5",
+                        "--nsteps", "1 3")
     assert result.returncode == 0, result.stderr[-4000:]
     assert [m.stat().st_mtime_ns for m in models] == before
-    assert sorted(exp.glob("genser/fold_*/decode_nsteps3_eta0.0/hyp.tsv"))
-    assert "nsteps3_eta0.0" in (exp / "RESULTS.md").read_text()
+    assert sorted(exp.glob("seed0/genser/fold_*/decode_nsteps3_eta0.0/hyp.tsv"))
+    assert "nsteps3_eta0.0" in (exp / "seed0" / "RESULTS.md").read_text()
 
 
-def test_rerunning_training_is_a_no_op(trained_recipe):
-    result = run_recipe(trained_recipe, "--stage", "3", "--stop_stage", "3")
+def test_rerunning_training_is_a_no_op_and_the_resume_script_works(trained_recipe):
+    exp = exp_of(trained_recipe)
+    script = (exp / "run.sh").read_text()
+    assert script.count("--stage") == 1
+    result = subprocess.run(["bash", str(exp / "run.sh"), "--stop_stage", "3"], capture_output=True, text=True,
+                            env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"),
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    logs = "".join(p.read_text() for p in (trained_recipe / "exp" / "emotion_fbank").glob("*/log/train.*.log"))
+    assert "Successfully finished" in result.stderr
+    logs = "".join(p.read_text() for p in exp.glob("seed*/*/log/train.*.log"))
     assert "nothing to do" in logs
+
+
+@pytest.mark.badinput
+def test_new_settings_get_a_new_exp_dir(trained_recipe):
+    """Case 3: another config, --train_args or seed never lands in (and reuses) the old exp dir."""
+    result = run_recipe(trained_recipe, *SMALL[:2], "--train_args", "--epochs 2", "--stage", "2", "--stop_stage", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (exp_of(trained_recipe, "emotion_*_train_epochs2") / "labels.txt").exists()
+    assert len(list((trained_recipe / "exp").glob("emotion_*"))) == 2
+
+
+@pytest.mark.badinput
+def test_scoring_refuses_missing_folds_and_stale_decodes(trained_recipe, tmp_path):
+    exp = exp_of(trained_recipe)
+    ident = next(exp.glob("seed1/genser/fold_*/decode_nsteps1_eta0.0/identity"))
+    saved = ident.read_text()
+    ident.write_text("identity 0123456789abcdef\n")
+    result = run_recipe(trained_recipe, *SMALL, "--seeds", "0 1", "--stage", "5")
+    ident.write_text(saved)
+    assert result.returncode != 0 and "stale decode" in result.stderr and str(ident.parent) in result.stderr
+    hyp = ident.parent / "hyp.tsv"
+    moved = tmp_path / "hyp.tsv"
+    hyp.rename(moved)
+    result = run_recipe(trained_recipe, *SMALL, "--seeds", "0 1", "--stage", "5")
+    moved.rename(hyp)
+    assert result.returncode != 0 and "no hyp.tsv for fold" in result.stderr
+
+
+@pytest.mark.badinput
+def test_a_second_run_on_a_locked_exp_dir_stops_at_once(trained_recipe):
+    """Case 4: concurrent runs on one exp dir; the second names the holder."""
+    from genser.lock import dir_lock
+
+    with dir_lock(exp_of(trained_recipe)):
+        result = run_recipe(trained_recipe, *SMALL, "--seeds", "0 1", "--stage", "5")
+    assert result.returncode != 0 and f"pid {os.getpid()}" in result.stderr
+
+
+def test_stray_arguments_are_refused(tmp_path):
+    result = run_recipe(make_recipe(tmp_path), "--stage", "5", "typo", timeout=120)
+    assert result.returncode == 2 and "unexpected argument" in result.stderr
 
 
 def test_missing_prerequisite_names_file_and_stage(tmp_path):
@@ -80,7 +154,7 @@ def test_missing_prerequisite_names_file_and_stage(tmp_path):
 
 
 def test_genser_infer_classifies_wav_files(trained_recipe):
-    model = next((trained_recipe / "exp" / "emotion_fbank" / "genser").glob("fold_*/model.pt"))
+    model = next(exp_of(trained_recipe).glob("seed0/genser/fold_*/model.pt"))
     wavs = sorted((trained_recipe / "downloads" / "synth").rglob("*.wav"))[:2]
     result = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--model", str(model), "--nsteps", "2",
                              *map(str, wavs)], capture_output=True, text=True, timeout=300)

@@ -41,7 +41,7 @@ frontend=fbank        # s3prl upstream name (fbank, mfcc, wavlm_large, wavlm_loc
 frontend_path=        # Checkpoint for s3prl *_local upstreams.
 frontend_conf=        # YAML frontend spec (e.g. a transformers folder); overrides --frontend.
 feat_layers=all       # Layers to keep: all, or a list such as "0 3 5".
-feat_pooling=none     # none (frame sequences) or mean (per-layer utterance mean).
+feat_pooling=auto     # none (frames), mean (per-layer utterance mean), meanstd (mean and std) or auto (see below).
 feat_dtype=float32    # Storage dtype: float32 | float16.
 feat_tag=             # Name of the feature dump; derived from the frontend when empty.
 extract_batch_size=8  # Utterances per frontend forward pass.
@@ -93,6 +93,17 @@ case "${task}" in
     *) log "Error: --task must be emotion or gender, got '${task}'"; exit 2 ;;
 esac
 
+# auto: utterance statistics, the level at which the recipe defaults were chosen (docs/TRAINING.md):
+# mean and std of hand-crafted features, the mean of each layer of a learned encoder, and frames for
+# s3prl's "fbank", whose per-utterance CMVN makes every utterance's mean 0 and std 1.
+if [ "${feat_pooling}" = auto ]; then
+    case "${frontend_conf:+conf}${frontend}" in
+        conf*) feat_pooling=mean ;;
+        fbank) feat_pooling=none ;;
+        fbank_no_cmvn|mfcc|mel|spectrogram|linear) feat_pooling=meanstd ;;
+        *) feat_pooling=mean ;;
+    esac
+fi
 if [ -z "${feat_tag}" ]; then
     if [ -n "${frontend_conf}" ]; then
         feat_tag=$(basename "${frontend_conf}" .yaml)

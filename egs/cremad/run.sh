@@ -12,6 +12,6 @@ corpus_dir=${CREMAD:-downloads/CREMA-D}
 ./ser.sh \
     --corpus_dir "${corpus_dir}" \
     --local_data_opts "--fold_file local/folds.txt" \
-    --frontend fbank \
+    --frontend fbank_no_cmvn \
     --models "genser classifier" \
     "$@"

@@ -15,6 +15,6 @@ fi
 
 ./ser.sh \
     ${CUSTOM_CSV:+--corpus_dir "${CUSTOM_CSV}"} \
-    --frontend fbank \
+    --frontend fbank_no_cmvn \
     --models "genser classifier" \
     "$@"

@@ -13,6 +13,6 @@ corpus_dir=${EMODB:-downloads/emodb}
 
 ./ser.sh \
     --corpus_dir "${corpus_dir}" \
-    --frontend fbank \
+    --frontend fbank_no_cmvn \
     --models "genser classifier" \
     "$@"

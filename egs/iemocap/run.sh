@@ -13,6 +13,6 @@ corpus_dir=${IEMOCAP:-downloads/IEMOCAP_full_release}
 ./ser.sh \
     --corpus_dir "${corpus_dir}" \
     --local_data_opts "--classes 4" \
-    --frontend fbank \
+    --frontend fbank_no_cmvn \
     --models "genser classifier" \
     "$@"

@@ -12,6 +12,6 @@ corpus_dir=${MELD:-downloads/MELD.Raw}
 ./ser.sh \
     --corpus_dir "${corpus_dir}" \
     --folds test \
-    --frontend fbank \
+    --frontend fbank_no_cmvn \
     --models "genser classifier" \
     "$@"

@@ -10,7 +10,7 @@ set -euo pipefail
 ./ser.sh \
     --nj 2 \
     --train_nj 2 \
-    --frontend fbank \
+    --frontend fbank_no_cmvn \
     --train_config conf/train.yaml \
     --models "genser classifier" \
     --nsteps "1 3" \

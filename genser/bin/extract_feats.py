@@ -48,6 +48,8 @@ def get_parser():
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per frontend forward pass")
     parser.add_argument("--device", default="cpu", help="torch device of the frontend (cpu, cuda, cuda:1)")
+    parser.add_argument("--min_duration", type=float, default=0.1,
+                        help="warn (naming the utterance and file) about audio shorter than this many seconds")
     parser.add_argument("--num_threads", type=int, default=1,
                         help="torch CPU threads per job (jobs run in parallel; more threads contend)")
     return parser
@@ -152,7 +154,7 @@ def extract(args, utts, settings, ark, scp):
     frontend = build_frontend(settings["frontend"], device=args.device)
     keep = parse_layers(args.layers, frontend.num_layers)
     built = time.time()
-    reader = AudioReader(target_sr=frontend.sample_rate)
+    reader = AudioReader(target_sr=frontend.sample_rate, min_duration=getattr(args, "min_duration", 0.1))
     ids = list(utts)
     audio_s = 0.0
     bar = tqdm(total=len(ids), desc=f"extract job {args.job}", unit="utt", file=sys.stderr,
@@ -174,6 +176,10 @@ def extract(args, utts, settings, ark, scp):
                 writer(u, to_matrix(feats, args.pooling))
             bar.update(len(batch))
     bar.close()
+    suspect = {k: reader.conversions[k] for k in ("short", "silent", "clipped") if reader.conversions[k]}
+    if suspect:
+        log.warning("job %d: suspect audio (see the warnings above): %s", args.job,
+                    ", ".join(f"{n} {k}" for k, n in suspect.items()))
     wall = time.time() - built
     log.info("job %d: %d utts, %.1f s of audio in %.1f s (real-time factor %.4f; frontend loaded in %.1f s); "
              "%s: %.2f MB", args.job, len(ids), audio_s, wall, wall / max(audio_s, 1e-9), built - start, ark,

@@ -5,7 +5,14 @@
 
 The checkpoint carries the label list and the description of the frontend its features came
 from, so the same frontend is rebuilt here: no data dir, no feature dump. Prints one line per
-file: id, predicted label and the posterior of every label.
+file: id, predicted label and the posterior of every label (stdout holds only that table; an
+unreadable input is reported on stderr, one line each, the others are still classified, and the
+exit status is then 1).
+
+A model.pt can come from anyone, and the frontend file it names would be unpickled, which can run
+code. That file is loaded only when it lies in the model's folder (relative paths resolve there)
+and passes ``torch.load(weights_only=True)``, transformers folders only from safetensors; else
+name the file yourself (``--frontend_path``) or opt in (``--trust_frontend``).
 """
 import argparse
 import logging
@@ -13,12 +20,12 @@ import sys
 
 import torch
 
-from genser.audio import AudioReader
+from genser.audio import AudioError, AudioReader
 from genser.bin.common import setup_logging
-from genser.features import from_matrix, pad_collate, stack_layers, to_matrix
+from genser.features import check_finite, from_matrix, pad_collate, stack_layers, to_matrix
 from genser.fileio import read_kv
-from genser.frontend import build_frontend
-from genser.models import load_model
+from genser.frontend import FrontendError, build_frontend, frontend_spec, stored_frontend_spec
+from genser.models import ModelError, load_model
 
 log = logging.getLogger("genser.infer")
 
@@ -32,18 +39,50 @@ def get_parser():
     p.add_argument("--eta", type=float, default=0.0, help="sampler stochasticity")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--frontend_path", default=None,
+                   help="frontend checkpoint (s3prl *_local) or transformers folder to use instead of the one "
+                   "model.pt names (loaded as you name it, relative to the CWD)")
+    p.add_argument("--trust_frontend", action="store_true",
+                   help="load the frontend file model.pt names even if it is a URL, lies outside the model's "
+                   "folder or fails torch.load(weights_only=True): it may run code, so only for models you trust")
     return p
 
 
-def load_classifier(model_path, device):
-    """(model, frontend, feats meta) from a checkpoint written by genser.bin.train."""
-    model, extra = load_model(model_path, map_location=device)
+def load_classifier(model_path, device, frontend_path=None, trust_frontend=False):
+    """(model, frontend, feats meta) from a checkpoint written by genser.bin.train.
+
+    Every failure is a one-line SystemExit naming ``model_path``. The frontend file the
+    checkpoint names goes through ``stored_frontend_spec`` unless ``frontend_path`` replaces it.
+    """
+    try:
+        model, extra = load_model(model_path, map_location=device)
+    except ModelError as exc:
+        raise SystemExit(f"error: {_one_line(exc)}") from None
     meta = extra.get("feats")
     if not meta or "frontend" not in meta:
         raise SystemExit(f"error: {model_path} does not record its frontend (no 'feats' entry); "
                          f"it was not written by genser.bin.train")
-    frontend = build_frontend(meta["frontend"], device=device)
+    # NaN/inf weights (a diverged run) give NaN posteriors for every input: refuse the model once
+    # instead of printing a table of nan.
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise SystemExit(f"error: {model_path}: non-finite (NaN or inf) weights in {len(bad)} tensor(s), e.g. "
+                         f"{bad[0]}; the training run diverged, use another checkpoint")
+    try:
+        if frontend_path is not None:  # named by the user: loaded as given
+            spec = frontend_spec({**meta["frontend"], "path": frontend_path})
+        else:
+            spec = stored_frontend_spec(meta["frontend"], model_path, trust=trust_frontend)
+        # Transformers folders from the checkpoint's spec: safetensors only, even when trusted.
+        frontend = build_frontend(spec, device=device, safetensors_only=frontend_path is None)
+    except FrontendError as exc:
+        raise SystemExit(f"error: {model_path}: cannot rebuild its frontend: {_one_line(exc)}") from None
     return model.to(device).eval(), frontend, meta
+
+
+def _one_line(exc):
+    """An exception message on one line (stderr stays one line per problem)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def featurize(frontend, meta, wavs):
@@ -70,15 +109,29 @@ def main(argv=None):
         items.update(read_kv(params.wav_scp))
     if not items:
         raise SystemExit("error: give audio files or --wav_scp")
-    model, frontend, meta = load_classifier(params.model, params.device)
+    model, frontend, meta = load_classifier(params.model, params.device, params.frontend_path,
+                                            params.trust_frontend)
     reader = AudioReader(target_sr=frontend.sample_rate)
     generator = torch.Generator(device=params.device).manual_seed(params.seed)
     print("\t".join(["id", "label", *model.labels]))
+    failed = []
     for utt, path in items.items():  # one at a time: any length, no padding effects
-        pred, scores = classify(model, frontend, meta, [reader(utt, path)], nsteps=params.nsteps,
-                                eta=params.eta, generator=generator)
+        try:
+            wav = reader(utt, path)
+            pred, scores = classify(model, frontend, meta, [wav], nsteps=params.nsteps, eta=params.eta,
+                                    generator=generator)
+            check_finite(utt, scores.numpy(), f"the scores of {params.model} for {path}")
+        except (AudioError, ValueError, RuntimeError) as exc:
+            # One line per bad input on stderr; stdout keeps only the table of the good ones.
+            msg = _one_line(exc)
+            log.error("%s", msg if utt in msg else f"utt {utt} ({path}): {msg}")
+            failed.append(utt)
+            continue
         print("\t".join([utt, model.labels[int(pred[0])], *(f"{s:.4f}" for s in scores[0].tolist())]))
         sys.stdout.flush()
+    if failed:
+        raise SystemExit(f"error: {len(failed)} of {len(items)} input(s) could not be classified: "
+                         f"{' '.join(failed[:10])}{' ...' if len(failed) > 10 else ''}")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,9 @@ def find_hyps(exp_dir):
 def load_experiment(exp_dir):
     """Reads every hyp.tsv and checks they agree: same label set, same ref per utterance,
     no utterance in two folds.  Missing folds and differing test sets become warnings."""
-    decodes = {key: read_hyp(path) for key, path in find_hyps(exp_dir).items()}
+    found = find_hyps(exp_dir)
+    _check_listed_folds(exp_dir, found)
+    decodes = {key: read_hyp(path) for key, path in found.items()}
     first = next(iter(decodes.values()))
     for hyp in decodes.values():
         if set(hyp.labels) != set(first.labels):
@@ -201,6 +203,21 @@ def load_experiment(exp_dir):
     for warning in exp.warnings:
         log.warning(warning)
     return exp
+
+
+def _check_listed_folds(exp_dir, found):
+    """Every fold of <exp_dir>/folds.txt (stage 2) must have a hyp.tsv for each system and setting
+    decoded: a fold that failed or was never decoded would otherwise vanish from the mean."""
+    folds_txt = Path(exp_dir) / "folds.txt"
+    if not folds_txt.is_file():
+        return  # no fold list (a hand-made exp dir): missing folds stay warnings
+    listed = folds_txt.read_text(encoding="utf-8").split()
+    for system, setting in sorted({(s, st) for s, st, _ in found}):
+        for fold in listed:
+            if (system, setting, fold) not in found:
+                missing = Path(exp_dir) / system / f"fold_{fold}" / f"decode_{setting}" / "hyp.tsv"
+                raise ScoreError(f"fold {fold} is listed in {folds_txt} but {missing} is missing; decode it "
+                                 f"(stage 4) or remove the fold from the list")
 
 
 def _check_refs(decodes):

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
 from genser.datadir import ATTR_OF_TASK, fold_split, load_data_dir
-from genser.features import FeatureDataset, FeatureReader, pad_collate, read_scp
+from genser.features import FeatureDataset, FeatureReader, model_layers, pad_collate, read_scp
 from genser.fileio import atomic_write, read_list, write_list
 from genser.lock import LockError, dir_lock
 from genser.models import build_model, resolve_config, save_model
@@ -189,7 +189,7 @@ def run(params, fold, fold_dir, rank, world, device):
         for name, utts in split.items():
             write_list(fold_dir / f"{name}.list", utts)
     torch.manual_seed(params.seed)  # identical initialisation on every rank
-    model = build_model(model_conf, labels=labels, input_dim=meta["dim"], num_layers=meta["num_layers"]).to(device)
+    model = build_model(model_conf, labels=labels, input_dim=meta["dim"], num_layers=model_layers(meta)).to(device)
     log.info("fold %s: train %d, dev %d, test %d utterances; %s with %.2fM parameters; identity %s",
              fold, len(split["train"]), len(split["dev"]), len(split["test"]), params.model,
              sum(p.numel() for p in model.parameters()) / 1e6, identity["hash"])
@@ -199,7 +199,7 @@ def run(params, fold, fold_dir, rank, world, device):
         dataset=FeatureDataset(reader, split["train"], targets["train"]),
         dev_dataset=FeatureDataset(reader, split["dev"], targets["dev"]) if split["dev"] else None,
         params=hp, world=world, rank=rank, collate=pad_collate)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    optimizer = trainer.make_optimizer(model, hp)
     state = trainer.new_state(hp, len(loaders["train"]), identity)
     ckpt_path = fold_dir / "checkpoint.pt"
     if ckpt_path.exists():

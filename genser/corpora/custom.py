@@ -8,7 +8,9 @@ Labels: ``--labels a,b,c`` (or "a b c") fixes the label list and its order (othe
 otherwise the sorted unique labels.  Folds: the ``fold`` column when present; otherwise
 ``--num_folds`` speaker-disjoint folds (gender-balanced when gender is known), seeded by ``--seed``.
 """
+import codecs
 import csv as csvlib
+import io
 import logging
 import re
 from pathlib import Path
@@ -37,7 +39,7 @@ def add_arguments(parser):
 def read_rows(path):
     """Rows of the list as dicts with a "where" (file:line) entry; bad headers raise."""
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         reader = csvlib.DictReader(f, delimiter=delimiter)
         fields = [c.strip().lower() for c in reader.fieldnames or []]
         absent = [c for c in REQUIRED if c not in fields]
@@ -54,6 +56,25 @@ def read_rows(path):
             row["where"] = f"{path}:{reader.line_num}"
             rows.append(row)
     return rows, fields
+
+
+def read_utf8(path):
+    """The text of the list; a file that is not UTF-8 (spreadsheets often save UTF-16) raises a
+    CorpusError naming it, instead of a bare UnicodeDecodeError or a garbled header."""
+    data = path.read_bytes()
+    hint = "save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or iconv -f <encoding> -t UTF-8)"
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if data.startswith(bom):
+            raise CorpusError(f"{NAME}: {path} is {name} text (byte-order mark); the list must be UTF-8: {hint}")
+    if b"\x00" in data:  # UTF-16 without a BOM decodes as UTF-8 with a NUL after every ASCII byte
+        raise CorpusError(f"{NAME}: {path} contains NUL bytes (UTF-16 text?); the list must be UTF-8: {hint}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CorpusError(f"{NAME}: {path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); the list must be UTF-8: {hint}") from None
 
 
 def check_row(row, fields, label_set):
@@ -95,9 +116,15 @@ def prepare(corpus_dir=None, data_dir=None, csv=None, labels=None, num_folds=5, 
     if label_list is not None and len(set(label_list)) != len(label_list):
         raise ValueError(f"{NAME}: --labels has duplicates: {' '.join(label_list)}")
     rows, fields = read_rows(path)
-    records, missing, first = [], [], {}
+    records, missing, first, spelling = [], [], {}, {}
     for row in rows:
         label, spk, gender, fold = check_row(row, fields, label_list)
+        # kaldi_id maps "spk 16" and "spk_16" to one id: two spellings of a speaker are reported,
+        # not silently merged (or, for "Spk16"/"spk16", silently kept apart: see validate_data_dir).
+        raw, where = spelling.setdefault(spk, (row["speaker"], row["where"]))
+        if raw != row["speaker"]:
+            raise CorpusError(f"{NAME}: speaker {raw!r} ({where}) and {row['speaker']!r} ({row['where']}) both "
+                              f"become speaker id {spk}; spell the speaker one way")
         audio = Path(row["path"])
         audio = audio if audio.is_absolute() else path.parent / audio
         utt = kaldi_id(f"{spk}-{audio.stem}")
