@@ -121,7 +121,7 @@ def plot_matrices(panels, rows, cols, path, title, marked=()):
             ax.set_ylabel("training corpora")
         ax.set_title(name, fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="UA (%)")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1.05)  # above the panel titles (bbox_inches="tight" keeps it)
     return _save(fig, path)
 
 
