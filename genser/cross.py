@@ -23,8 +23,12 @@ for a hierarchical taxonomy (``genser.taxonomy``, type ``hierarchical``).  Eithe
 cell's ``label2shared`` file maps each model label to the shared label it is scored as.
 """
 import collections
+import filecmp
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -267,6 +271,12 @@ def build_cell(pool_dir, out_dir, train_sets, test_set, label_maps, label_set="s
     if len(labels) < 2:
         raise CrossError(f"cell {'+'.join(train_sets)} -> {test_set}: fewer than 2 classes left "
                          f"({labels})")
+    # Built next to its final place, then moved there whole (see _replace_dir).
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    final_dir, out_dir = out_dir, Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out_dir, 0o777 & ~umask)  # mkdtemp makes it 0700
     write_data_dir(out_dir, records, {"emo": labels})
     write_kv(out_dir / "utt2corpus", extra["corpus"])
     write_kv(out_dir / "label2shared", label2shared)
@@ -284,10 +294,42 @@ def build_cell(pool_dir, out_dir, train_sets, test_set, label_maps, label_set="s
         "dropped": {f"{c} {lab}": n for (c, lab, _), n in sorted(dropped.items())},
     }
     atomic_write(out_dir / "cell.yaml", yaml.safe_dump(summary, sort_keys=False))
+    _replace_dir(out_dir, final_dir)
     logger.info("cell %s -> %s (%s labels): %d utterances, %d of them tested%s; %d dropped",
                 "+".join(train_sets), test_set, label_set, len(records), len(tested),
                 " (speaker-disjoint folds)" if both_sides else "", sum(dropped.values()))
     return summary
+
+
+def _same_files(a, b):
+    names = sorted(p.name for p in a.iterdir())
+    if not b.is_dir() or names != sorted(p.name for p in b.iterdir()):
+        return False
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names if (a / n).is_file())
+
+
+def _replace_dir(tmp, final):
+    """Moves the finished dir ``tmp`` to ``final`` unless ``final`` already holds the same files.
+
+    A cell dir is rebuilt on every run of stage 3, possibly while a run with other features
+    trains on it: an identical rebuild leaves it untouched, a different one replaces it whole
+    (two renames), so no reader sees a half-written dir.
+    """
+    if _same_files(tmp, final):
+        shutil.rmtree(tmp)
+        return
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old.{os.getpid()}")
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not _same_files(tmp, final):  # another run made it at the same moment, differently
+            raise
+        shutil.rmtree(tmp)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def write_train_config(base, out, families=None):

@@ -278,32 +278,42 @@ def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
         assert result.returncode == 0, result.stderr[-3000:]
     cross = recipes["cross"]
     small = ["--max_per_class", "6", "--train_args", "--epochs 2"]
-    result = run_recipe(cross, "--train_sets", "emodb", "--test_sets", "urdu", *small)
+    # Multi-corpus, full labels, hierarchical code: URDU tested on its own speaker folds.
+    multi = ["--train_sets", "emodb urdu", "--test_sets", "urdu", "--label_set", "full",
+             "--taxonomy", "hierarchical", *small]
+    result = run_recipe(cross, "--stop_stage", "3", *multi)
+    assert result.returncode == 0, result.stderr[-4000:]
+    cell = cross / "data" / "emodb+urdu__urdu_full"
+    data = load_data_dir(cell)
+    assert collections.Counter(data.extra["corpus"].values()) == {"emodb": 42, "urdu": 24}
+    urdu_folds = {data.fold[u] for u in data.utts if u.startswith("urdu_")}
+    assert {data.fold[u] for u in data.utts if u.startswith("emodb_")} == {"train"}
+    assert urdu_folds <= {"1", "2", "3", "4", "5"} and len(urdu_folds) >= 2
+    conf = yaml.safe_load((cross / "exp" / "conf" / cell.name / "hierarchical.yaml").read_text())
+    assert conf["model_conf"]["taxonomy"]["families"]["emodb_boredom"] == "boredom"
+    assert conf["model_conf"]["taxonomy"]["families"]["urdu_anger"] == "angry"
+    fold = sorted(urdu_folds)[0]
+    result = run_recipe(cross, "--stage", "4", *multi, "--", "--folds", fold)
+    assert result.returncode == 0, result.stderr[-4000:]
+    exp, = (cross / "exp").glob("emotion_fbank_no_cmvn_meanstd_hierarchical*_emodb+urdu__urdu_full")
+    hyp = exp / "seed0" / "genser" / f"fold_{fold}" / "decode_nsteps1_eta0.0" / "hyp.tsv"
+    header = hyp.read_text().splitlines()[0].split("\t")
+    assert header[3:] == ["emodb_anger", "emodb_boredom", "emodb_disgust", "emodb_fear", "emodb_happiness",
+                          "emodb_sadness", "emodb_neutral", "urdu_anger", "urdu_happiness",
+                          "urdu_sadness", "urdu_neutral"]
+    matrix = (cross / "exp" / "matrix" / "RESULTS.md").read_text()
+    assert "## fbank_no_cmvn_meanstd, full labels, hierarchical taxonomy" in matrix
+    assert "| emodb+urdu → urdu | Gen-SER |" in matrix and "| emodb+urdu → urdu | classifier |" in matrix
+
+    # Cross-corpus, shared classes: EmoDB's other classes are dropped and counted.
+    result = run_recipe(cross, "--stage", "3", "--stop_stage", "3", "--train_sets", "emodb",
+                        "--test_sets", "urdu", *small)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "dropped 6 utterance(s) of emodb label 'boredom': not in the label map" in result.stderr
     data = load_data_dir(cross / "data" / "emodb__urdu_shared")
     assert collections.Counter(data.fold.values()) == {"train": 24, "urdu": 24}
-    exp = cross / "exp" / "emotion_fbank_mean_flat_epochs2_emodb__urdu_shared"
-    assert len((exp / "seed0" / "genser" / "fold_urdu" / "decode_nsteps1_eta0.0" / "hyp.tsv").read_text().splitlines()) == 25
-    matrix = (cross / "exp" / "matrix" / "RESULTS.md").read_text()
-    assert "## fbank_mean, shared labels, flat taxonomy" in matrix and "| emodb |" in matrix
+    assert data.labels("emotion") == SHARED
 
-    # Multi-corpus, full labels, hierarchical code: URDU tested on its own speaker folds.
-    result = run_recipe(cross, "--stage", "3", "--stop_stage", "3", "--train_sets", "emodb urdu",
-                        "--test_sets", "urdu", "--label_set", "full", "--taxonomy", "hierarchical", *small)
-    assert result.returncode == 0, result.stderr[-4000:]
-    cell = cross / "data" / "emodb+urdu__urdu_full"
-    data = load_data_dir(cell)
-    urdu_folds = {data.fold[u] for u in data.utts if u.startswith("urdu_")}
-    assert {data.fold[u] for u in data.utts if u.startswith("emodb_")} == {"train"}
-    assert urdu_folds <= {"1", "2", "3", "4", "5"} and len(urdu_folds) >= 2
-    conf = yaml.safe_load((cell / "hierarchical.yaml").read_text())
-    assert conf["model_conf"]["taxonomy"]["families"]["emodb_boredom"] == "boredom"
-    assert conf["model_conf"]["taxonomy"]["families"]["urdu_anger"] == "angry"
-    fold = sorted(urdu_folds)[0]
-    result = run_recipe(cross, "--stage", "4", "--train_sets", "emodb urdu", "--test_sets", "urdu",
-                        "--label_set", "full", "--taxonomy", "hierarchical", *small, "--", "--folds", fold)
-    assert result.returncode == 0, result.stderr[-4000:]
-    matrix = (cross / "exp" / "matrix" / "RESULTS.md").read_text()
-    assert "## fbank_mean, full labels, hierarchical taxonomy" in matrix
-    assert "| emodb+urdu → urdu | Gen-SER |" in matrix
+    # A missing corpus data dir names the command that makes it.
+    result = run_recipe(cross, "--corpora", "emodb urdu", "--egs_dir", str(tmp_path / "nowhere"), "--stop_stage", "1")
+    assert result.returncode != 0 and "./run.sh --stage 0 --stop_stage 0" in result.stderr

@@ -2,7 +2,7 @@
 # Cross-corpus and multi-corpus SER: trains on the corpora of --train_sets and tests on each
 # corpus of --test_sets, combining the data dirs that the corpus recipes wrote
 # (../<corpus>/data/all); no corpus is prepared again.  See README.md.  Examples:
-#   ./run.sh --train_sets emodb --test_sets "urdu emodb"            # fbank, 4 shared classes
+#   ./run.sh --train_sets emodb --test_sets "urdu emodb"            # fbank_no_cmvn, 4 shared classes
 #   ./run.sh --train_sets "emodb urdu" --test_sets "emodb urdu" --frontend_conf conf/frontend/whisper_base.yaml
 #   ./run.sh --train_sets "emodb urdu" --test_sets urdu --label_set full --taxonomy hierarchical
 #   ./run.sh --stage 5                                              # rescore the whole matrix
@@ -34,9 +34,9 @@ label_map_dir=conf/label_map  # <corpus>.txt: "corpus_label shared_label" lines.
 max_per_class=0       # Keep at most this many utterances per corpus and label (0: all; for tests).
 
 # Feature options (passed to ser.sh; the pooled dump is shared by every cell)
-frontend=fbank        # s3prl upstream name.
+frontend=fbank_no_cmvn  # s3prl upstream name (fbank_no_cmvn: s3prl fbank without per-utterance CMVN).
 frontend_conf=        # YAML frontend spec, e.g. conf/frontend/whisper_base.yaml; overrides --frontend.
-feat_pooling=mean     # Utterance-mean pooling keeps training cheap; none keeps frame sequences.
+feat_pooling=auto     # none | mean | meanstd | auto (as ser.sh: meanstd for fbank_no_cmvn, mean for encoders).
 feat_tag=             # Name of the feature dump; derived from the frontend when empty.
 feat_norm=none        # none | corpus: standardise features per corpus (unsupervised; tag _cnorm).
 nj=1                  # Feature-extraction jobs.
@@ -75,7 +75,17 @@ for c in ${train_sets} ${test_sets}; do
     fi
 done
 
-# The same tag ser.sh would derive, fixed here so that every cell reads the one pooled dump.
+# The pooling and tag ser.sh would derive (its "auto" rule), fixed here so that every cell reads
+# the one pooled dump. Utterance statistics keep training cheap; s3prl's "fbank" applies CMVN per
+# utterance, so its utterance mean is 0 and it keeps frames.
+if [ "${feat_pooling}" = auto ]; then
+    case "${frontend_conf:+conf}${frontend}" in
+        conf*) feat_pooling=mean ;;
+        fbank) feat_pooling=none ;;
+        fbank_no_cmvn|mfcc|mel|spectrogram|linear) feat_pooling=meanstd ;;
+        *) feat_pooling=mean ;;
+    esac
+fi
 if [ -z "${feat_tag}" ]; then
     if [ -n "${frontend_conf}" ]; then feat_tag=$(basename "${frontend_conf}" .yaml); else feat_tag=${frontend}; fi
     [ "${feat_pooling}" != none ] && feat_tag+="_${feat_pooling}"
@@ -100,6 +110,10 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: features of the pooled corpora (${feat_tag}) -> dump/${feat_tag}"
     ./ser.sh --stage 1 --stop_stage 1 --data_dir data/all --nj "${nj}" --feat_tag "${feat_tag}" \
         "${feat_opts[@]}" "${ser_opts[@]}"
+    if [ ! -f "dump/${feat_tag}/feats.scp" ]; then  # ser.sh derived another tag
+        log "Error: ser.sh did not write dump/${feat_tag}/feats.scp; update the tag rule in $0"
+        exit 1
+    fi
     if [ "${feat_norm}" = corpus ]; then
         log "Stage 2: per-corpus standardisation dump/${feat_tag} -> dump/${cell_feat_tag}"
         ${python} -m genser.bin.cross_data norm --feat_dir "dump/${feat_tag}" --data_dir data/all \
@@ -109,7 +123,9 @@ fi
 
 for test_set in ${test_sets}; do
     cell=${train_name}__${test_set}_${label_set}
-    config=data/${cell}/${taxonomy}.yaml
+    # Outside the cell dir (which stage 3 replaces whole when it changes); named after the
+    # taxonomy because ser.sh names the exp dir after the config.
+    config=exp/conf/${cell}/${taxonomy}.yaml
     expdir=exp/emotion_${cell_feat_tag}_${taxonomy}${args_tag}_${cell}
     if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         log "Stage 3: cell ${train_name} -> ${test_set} (${label_set} labels, ${taxonomy}) -> data/${cell}"
