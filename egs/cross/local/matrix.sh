@@ -25,6 +25,8 @@ feat_norm=none        # none | corpus.
 seeds=0               # Seeds of the in-corpus cells.
 cross_seeds="0 1 2"   # Seeds of the cross-corpus cells.
 train_args=           # Extra arguments for genser.bin.train.
+cells=all             # all | cross (only cells whose test corpus is not trained on) | in.
+prep=true             # Run stages 1-2 (pool, features) first (true|false).
 
 help_message="Usage: $0 [options]   (runs ./run.sh once per cell, then rescores the matrix)"
 . utils/parse_options.sh || exit 2
@@ -33,10 +35,13 @@ opts=(--label_set "${label_set}" --taxonomy "${taxonomy}" --frontend "${frontend
       --frontend_conf "${frontend_conf}" --feat_norm "${feat_norm}" --train_args "${train_args}")
 IFS=';' read -r -a row_list <<< "${rows}"
 # Features of the pooled corpora first (a no-op when the dump is complete).
-./run.sh --stage 1 --stop_stage 2 "${opts[@]}"
+if [ "${prep}" = true ]; then
+    ./run.sh --stage 1 --stop_stage 2 "${opts[@]}"
+fi
 for row in "${row_list[@]}"; do
     for col in ${cols}; do
-        if [[ " ${row} " == *" ${col} "* ]]; then s=${seeds}; else s=${cross_seeds}; fi
+        if [[ " ${row} " == *" ${col} "* ]]; then kind=in; s=${seeds}; else kind=cross; s=${cross_seeds}; fi
+        [ "${cells}" != all ] && [ "${cells}" != "${kind}" ] && continue
         log "cell ${row} -> ${col} (seeds ${s})"
         ./run.sh --stage 3 --stop_stage 4 --train_sets "${row}" --test_sets "${col}" --seeds "${s}" "${opts[@]}"
     done
