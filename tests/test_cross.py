@@ -198,10 +198,10 @@ def test_hierarchical_taxonomy_from_the_model_config():
 
 
 # ------------------------------------------------------------------------------ matrix scorer
-def _write_cell(exp, name, train, test, folds, rows, labels, label2shared, label_set="shared"):
+def _write_cell(exp, name, train, test, folds, rows, labels, label2shared, label_set="shared", taxonomy="flat"):
     d = exp / name
     (d).mkdir(parents=True)
-    meta = {"train_sets": train, "test_set": test, "label_set": label_set, "taxonomy": "flat",
+    meta = {"train_sets": train, "test_set": test, "label_set": label_set, "taxonomy": taxonomy,
             "feat_tag": "feat", "shared_labels": ["angry", "sad"]}
     (d / "cell.yaml").write_text(yaml.safe_dump(meta))
     write_kv(d / "label2shared", label2shared)
@@ -250,6 +250,23 @@ def test_score_matrix_marks_in_corpus_cells_and_averages_the_others(tmp_path):
     assert full_row.split("|")[10].strip() == "1"  # w1 not scored
     assert (out.parent / "matrix_feat_shared_flat.png").stat().st_size > 1000
     assert (out.parent / "matrix_feat_full_flat.png").is_file()
+
+
+def test_score_matrix_compares_multi_with_single_and_hierarchy_with_flat(tmp_path):
+    exp = tmp_path / "exp"
+    flat = {"angry": "angry", "sad": "sad"}
+    right = [("u1", "b", "angry", [0.9, 0.1]), ("u2", "b", "sad", [0.1, 0.9])]
+    half = [("u1", "b", "angry", [0.9, 0.1]), ("u2", "b", "sad", [0.9, 0.1])]
+    _write_cell(exp, "single", ["a"], "b", ["b"], half, ["angry", "sad"], flat)  # 50 %
+    _write_cell(exp, "multi", ["a", "c"], "b", ["b"], right, ["angry", "sad"], flat)  # 100 %
+    _write_cell(exp, "hier", ["a", "c"], "b", ["b"], half, ["angry", "sad"], flat, "full", "hierarchical")
+    from genser.bin import score_matrix
+
+    out = tmp_path / "RESULTS.md"
+    assert score_matrix.main(["--exp_root", str(exp), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| feat | shared, flat | b | Gen-SER | 100.0 (a+c) | — | 50.0 (a) | +50.0 |" in text
+    assert "| feat | a+c → b | Gen-SER | 100.0 | 50.0 | -50.0 | — | — |" in text
 
 
 def test_score_matrix_without_cells_fails(tmp_path):

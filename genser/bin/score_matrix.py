@@ -236,6 +236,58 @@ def render_group(key, cells, scores, png_name):
     return lines, panels, rows, cols, marked
 
 
+def ua_of(scores, cell, system):
+    res = scores[id(cell)][system] if cell else None
+    return res["family"]["ua"] if res else None
+
+
+def diff(a, b):
+    return "—" if a is None or b is None else f"{100 * (a - b):+.1f}"
+
+
+def comparisons(groups, scores):
+    """Markdown lines: multi-corpus against single-corpus rows, hierarchical against flat."""
+    lines = ["## Comparisons", "",
+             "Multi-corpus training against single-corpus training, per test corpus (same features, "
+             "labels and taxonomy): Δ = multi minus the best single-corpus row.", "",
+             "| features | labels, taxonomy | test | system | multi (row) | in-corpus single | "
+             "cross-corpus single (row) | Δ |", "|---|---|---|---|---|---|---|---|"]
+    for (feat, label_set, taxonomy), cells in sorted(groups.items()):
+        by_pos = {(c["row"], c["test_set"]): c for c in cells}
+        for col in sorted({c["test_set"] for c in cells}):
+            multi = [c for c in cells if c["test_set"] == col and len(c["train_sets"]) > 1]
+            singles = [c for c in cells if c["test_set"] == col and len(c["train_sets"]) == 1]
+            if not multi or not singles:
+                continue
+            for system, name in SYSTEMS:
+                for m in multi:
+                    inc = by_pos.get((col, col))
+                    cross = [c for c in singles if c["row"] != col]
+                    best = [v for v in [ua_of(scores, inc, system)] + [ua_of(scores, c, system) for c in cross]
+                            if v is not None]
+                    cross_txt = ", ".join(f"{pct(ua_of(scores, c, system))} ({c['row']})" for c in cross) or "—"
+                    lines.append(f"| {feat} | {label_set}, {taxonomy} | {col} | {name} | "
+                                 f"{pct(ua_of(scores, m, system))} ({m['row']}) | {pct(ua_of(scores, inc, system))} | "
+                                 f"{cross_txt} | {diff(ua_of(scores, m, system), max(best) if best else None)} |")
+    lines += ["", "Hierarchical code on the full label sets against the flat model on the shared classes, "
+              "per cell (same features): Δ = hierarchical minus flat. The classifier has no code: its "
+              "row shows the effect of the full label set alone.", "",
+              "| features | cell | system | flat, shared | hierarchical, full | Δ | full, flat code | Δ code |",
+              "|---|---|---|---|---|---|---|---|"]
+    feats = sorted({k[0] for k in groups})
+    for feat in feats:
+        flat = {(c["row"], c["test_set"]): c for c in groups.get((feat, "shared", "flat"), [])}
+        hier = {(c["row"], c["test_set"]): c for c in groups.get((feat, "full", "hierarchical"), [])}
+        full_flat = {(c["row"], c["test_set"]): c for c in groups.get((feat, "full", "flat"), [])}
+        for pos in sorted(set(flat) & set(hier)):
+            for system, name in SYSTEMS:
+                f, h = ua_of(scores, flat[pos], system), ua_of(scores, hier[pos], system)
+                ff = ua_of(scores, full_flat.get(pos), system)
+                lines.append(f"| {feat} | {pos[0]} → {pos[1]} | {name} | {pct(f)} | {pct(h)} | {diff(h, f)} | "
+                             f"{pct(ff)} | {diff(h, ff)} |")
+    return lines + [""]
+
+
 def main(argv=None):
     params = get_parser().parse_args(argv)
     setup_logging()
@@ -275,6 +327,7 @@ def main(argv=None):
         text += lines
         if any(v is not None for _, vals in panels for v in vals.values()):
             plot_matrices(panels, rows, cols, png, f"UA (%): {', '.join(key)}", marked)
+    text += comparisons(groups, scores)
     if params.notes:
         text += [Path(params.notes).read_text(encoding="utf-8").rstrip(), ""]
     atomic_write(out, "\n".join(text).rstrip() + "\n")
