@@ -319,7 +319,10 @@ def main(argv=None):
             f"- Gen-SER decoding: {params.genser_setting}; classifier: argmax", ""]
     if params.commands and Path(params.commands).is_file():
         commands = list(dict.fromkeys(x for x in Path(params.commands).read_text().splitlines() if x.strip()))
-        text += ["Commands (from the recipe directory, in order):", "", "```sh"] + commands + ["```", ""]
+        block = ["```sh"] + commands + ["```"]
+        if len(commands) > 10:  # one line per cell: folded, so that the matrices come first
+            block = [f"<details><summary>{len(commands)} recipe command lines</summary>", ""] + block + ["", "</details>"]
+        text += ["Commands (from the recipe directory, in order):", ""] + block + [""]
     for key in sorted(groups):
         png = png_dir / f"matrix_{'_'.join(key)}.png"
         link = os.path.relpath(png, out.parent)
