@@ -5,10 +5,10 @@
         --seeds "0 1 2" --out bench/results/accuracy.md
 
 EmoDB, leave-one-speaker-out (10 folds), emotion (7 classes) and gender. Features are extracted
-once per frontend with utterance-mean pooling per layer (the representation of METHOD.md's
+once per frontend with utterance-mean pooling per layer (the representation of docs/METHOD.md §3.2's
 logistic-regression floor), then every system is trained by genser.bin.train and decoded by
 genser.bin.decode on every fold and seed, exactly as stage 3/4 of a recipe would, and scored by
-genser.bin.score. On top of the main comparison it runs the ablations METHOD.md flags as
+genser.bin.score. On top of the main comparison it runs the ablations docs/METHOD.md §2 flags as
 reconstructed (taxonomy code spacing/base, logistic steepness k, bridge sigma) for Gen-SER on
 whisper-base emotion, and decodes every Gen-SER model at N in {1,2,3,5,10} x eta in {0, 0.5}.
 
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 NSTEPS, ETAS = "1 2 3 5 10", "0.0 0.5"
 METRICS = ("ua", "wa", "macro_f1")
 
-# Ablations of the reconstructed choices (METHOD.md section 2), one knob at a time around the
+# Ablations of the reconstructed choices (docs/METHOD.md §2), one knob at a time around the
 # defaults: name -> model_conf override.
 ABLATIONS = {
     "code g=1 base=1e4": {"taxonomy": {"spacing": 1.0, "base": 10000.0}},
@@ -158,7 +158,7 @@ def render(results, seeds, args):
     lines = [machine_description(), "",
              f"EmoDB leave-one-speaker-out, {len(seeds)} seeds ({' '.join(map(str, seeds))}). Cells: mean over "
              "every (seed, fold) ± std over folds (std of the seed means in brackets); 'pooled' scores all "
-             "folds' predictions together, averaged over seeds (the protocol of METHOD.md's LR floor).",
+             "folds' predictions together, averaged over seeds (the protocol of the LR floor, docs/METHOD.md §3.2).",
              "", "Training configuration (" + args.config + "):", "", "```yaml", conf.strip(), "```", ""]
     summary = {key: summarize_seeds(v) for key, v in results.items()}
     lines += ["## Gen-SER (N=1, eta=0) vs the classifier", "",

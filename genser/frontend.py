@@ -295,7 +295,7 @@ class WhisperFrontend(Frontend):
     blocks 1..N-1, and the last one the final block after the encoder's layer norm.
     ``whisper_mode: sliced`` feeds only the real log-mel frames with the positional embedding
     cut to that length (fast); ``padded`` feeds the standard 30-s input and keeps the real
-    frames (faithful in the deep layers; see docs/ENVIRONMENT.md).
+    frames (faithful in the deep layers; see docs/ENVIRONMENT.md §6).
     """
 
     def __init__(self, spec, safetensors_only=False):

@@ -1,7 +1,7 @@
 """Gen-SER and the classification baseline, built from one config; single-file checkpoints.
 
 Both kinds share the featurizer (softmax layer weights), the frame encoder and the pooling, and
-expose the same API (see CONTRACT.md)::
+expose the same API (documented here; the method in docs/METHOD.md)::
 
     model = build_model(config, labels, input_dim=D, num_layers=L)
     loss, stats = model.loss(feats, lengths, targets)        # feats [B, T, L, D], lengths [B]
@@ -9,7 +9,7 @@ expose the same API (see CONTRACT.md)::
     save_model("exp/model.pt", model, extra={"epoch": 3})
     model, extra = load_model("exp/model.pt")
 
-Gen-SER (METHOD.md section 2): the pooled encoder output c conditions the denoiser D(x_t, t, c),
+Gen-SER (docs/METHOD.md §2.4-2.8): the pooled encoder output c conditions the denoiser D(x_t, t, c),
 and a learned projection of c gives the initial sample x1 in code space; training is target
 matching towards the class's taxonomy code, inference is the N-step sampler followed by a
 similarity decision against all codes. The classifier puts dropout + linear + cross-entropy on c.
@@ -316,7 +316,7 @@ class GenSERModel(SERModel):
         self.sampler = get_sampler(config["sampler"]["method"])
         self.level = den["level"]
         code_dim = self.taxonomy.dim
-        # METHOD "initial sample": the speech-derived x1 is a learned projection into code space
+        # docs/METHOD.md §2.8 (initial sample): the speech-derived x1 is a learned projection into code space
         self.x1_proj = nn.Linear(hidden, code_dim)
         self.denoiser = Denoiser(code_dim, hidden, den["hidden"], den["layers"], den["time_dim"],
                                  den["ff_mult"], den["dropout"])

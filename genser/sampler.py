@@ -5,7 +5,7 @@ One contract: ``denoise(x, t)`` takes states x [B, ...] and times t [B] and retu
 the signature ``(denoise, x1, schedule, nsteps, eta, generator, return_trajectory, callback)``,
 run under ``torch.no_grad()`` and draw noise only from ``generator``, so runs are seeded.
 
-``sample_tm`` is the exact Gaussian-path update with x0_hat held fixed (METHOD.md section 2):
+``sample_tm`` is the exact Gaussian-path update with x0_hat held fixed (docs/METHOD.md §2.5):
 with an oracle ``denoise`` that returns the true x0, it lands on x0 for every N and eta.
 """
 import math
@@ -28,7 +28,7 @@ def _randn_like(x, generator):
 
 
 def path_mean(x0_hat, x1, a):
-    """Eq. (METHOD 2): mean of x_t for a fixed terminal estimate, (1 - a) x0_hat + a x1."""
+    """Eq. (docs/METHOD.md §2.1): mean of x_t for a fixed terminal estimate, (1 - a) x0_hat + a x1."""
     return (1.0 - a) * x0_hat + a * x1
 
 

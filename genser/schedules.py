@@ -1,4 +1,4 @@
-"""Mean and variance schedules of the Gen-SER Gaussian path (METHOD.md section 2).
+"""Mean and variance schedules of the Gen-SER Gaussian path (docs/METHOD.md §2.1-2.3).
 
 The perturbation is ``x_t = (1 - a(t)) x0 + a(t) x1 + s(t) z`` with ``z ~ N(0, I)``; time runs
 from t=1 (initial, speech-derived sample x1) to t=0 (terminal sample x0, the label code).
@@ -109,7 +109,7 @@ class LogisticMean(MeanSchedule):
         if not 0.0 <= m <= 1.0:
             raise ValueError(f"logistic midpoint m must lie in [0, 1], got {m}")
         self.k, self.m = k, m
-        # Eq. (METHOD 2, logistic mean): a(t) = [S(k(t-m)) - S(-km)] / [S(k(1-m)) - S(-km)].
+        # Eq. (docs/METHOD.md §2.2): a(t) = [S(k(t-m)) - S(-km)] / [S(k(1-m)) - S(-km)].
         self._lo = 1.0 / (1.0 + math.exp(k * m))
         self._hi = 1.0 / (1.0 + math.exp(-k * (1.0 - m)))
         self._z = self._hi - self._lo
@@ -173,7 +173,7 @@ class BridgeStd(StdSchedule):
         self.sigma = sigma
 
     def _std(self, t):
-        # Eq. (METHOD 2, bridge variance): s(t) = sigma sqrt(t (1 - t)).
+        # Eq. (docs/METHOD.md §2.3): s(t) = sigma sqrt(t (1 - t)).
         return self.sigma * torch.sqrt((t * (1.0 - t)).clamp_min(0.0))
 
     def _std_deriv(self, t):
@@ -189,7 +189,7 @@ class BridgeStd(StdSchedule):
 
 
 class Schedule:
-    """A mean schedule and a variance schedule together: the Gaussian path of METHOD.md."""
+    """A mean schedule and a variance schedule together: the Gaussian path of docs/METHOD.md §2.1."""
 
     def __init__(self, mean=None, std=None):
         self.mean_schedule = mean if mean is not None else LogisticMean()
@@ -216,7 +216,7 @@ class Schedule:
         return self.std_schedule.std_deriv(t)
 
     def marginal_mean(self, x0, x1, t):
-        """Eq. (METHOD 2, perturbation): E[x_t] = (1 - a(t)) x0 + a(t) x1, t broadcast per example."""
+        """Eq. (docs/METHOD.md §2.1): E[x_t] = (1 - a(t)) x0 + a(t) x1, t broadcast per example."""
         a = self.mean(t)
         if isinstance(a, torch.Tensor):
             a = append_dims(a.to(x0.dtype), x0.ndim)

@@ -1,4 +1,4 @@
-"""Target matching (TM): perturbation, time sampling and the loss (METHOD.md section 2).
+"""Target matching (TM): perturbation, time sampling and the loss (docs/METHOD.md §2.1, §2.4).
 
 The network ``D(x_t, t, c)`` regresses the terminal sample ``x0`` itself, so the loss has no
 stochastic target; only the input ``x_t`` is random.
@@ -12,7 +12,7 @@ __all__ = ["perturb", "sample_time", "tm_loss"]
 
 
 def perturb(x0, x1, t, noise, schedule):
-    """Eq. (METHOD 2, perturbation): x_t = (1 - a(t)) x0 + a(t) x1 + s(t) noise.
+    """Eq. (docs/METHOD.md §2.1): x_t = (1 - a(t)) x0 + a(t) x1 + s(t) noise.
 
     Args:
         x0: terminal samples [B, ...]; x1: initial samples, same shape.

@@ -1,4 +1,4 @@
-"""Sinusoidal taxonomy encoding: class labels as continuous codes (METHOD.md section 2).
+"""Sinusoidal taxonomy encoding: class labels as continuous codes (docs/METHOD.md §2.6, §2.7).
 
 Class index k becomes ``e_k[2i] = sin(g k w_i)``, ``e_k[2i+1] = cos(g k w_i)``,
 ``w_i = base^(-2i/D)`` with spacing ``g``. Each (sin, cos) pair has unit norm, so every code has

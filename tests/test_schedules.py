@@ -1,4 +1,4 @@
-"""Exact checks of the mean/variance schedules (METHOD.md section 2)."""
+"""Exact checks of the mean/variance schedules (docs/METHOD.md §2.2, §2.3)."""
 import math
 
 import pytest

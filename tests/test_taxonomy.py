@@ -39,7 +39,7 @@ def test_codes_have_equal_norm(K, D):
 
 
 def test_default_codes_are_well_separated():
-    # METHOD.md: g=1, base=10000 gives cosine ~0.97 between adjacent classes (K=7, D=64)
+    # docs/METHOD.md §2.6: g=1, base=10000 gives cosine ~0.97 between adjacent classes (K=7, D=64)
     naive = pairwise_cosine(sinusoidal_codes(7, 64, base=10000.0, spacing=1.0))
     assert naive[0, 1].item() > 0.95
     for K in range(2, 11):

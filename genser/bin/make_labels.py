@@ -5,7 +5,7 @@
 
 Writes labels.txt (class order of the code book), folds.txt (test folds to run) and codes.txt
 (one code per label), and logs the label counts per fold and the pairwise-cosine matrix of the
-codes, since the margin between codes bounds what the sampler can separate (METHOD.md).
+codes, since the margin between codes bounds what the sampler can separate (docs/METHOD.md §2.6).
 """
 import argparse
 import logging

@@ -190,6 +190,7 @@ def load_experiment(exp_dir):
     no utterance in two folds.  Missing folds and differing test sets become warnings."""
     found = find_hyps(exp_dir)
     _check_listed_folds(exp_dir, found)
+    _check_decode_identity(found)
     decodes = {key: read_hyp(path) for key, path in found.items()}
     first = next(iter(decodes.values()))
     for hyp in decodes.values():
@@ -206,9 +207,12 @@ def load_experiment(exp_dir):
 
 
 def _check_listed_folds(exp_dir, found):
-    """Every fold of <exp_dir>/folds.txt (stage 2) must have a hyp.tsv for each system and setting
-    decoded: a fold that failed or was never decoded would otherwise vanish from the mean."""
+    """Every fold of <exp_dir>/folds.txt (stage 2; for a seed<S> dir of the recipe, its parent's)
+    must have a hyp.tsv for each system and setting decoded: a fold that failed or was never
+    decoded would otherwise vanish from the mean."""
     folds_txt = Path(exp_dir) / "folds.txt"
+    if not folds_txt.is_file() and Path(exp_dir).name.startswith("seed"):
+        folds_txt = Path(exp_dir).parent / "folds.txt"
     if not folds_txt.is_file():
         return  # no fold list (a hand-made exp dir): missing folds stay warnings
     listed = folds_txt.read_text(encoding="utf-8").split()
@@ -218,6 +222,24 @@ def _check_listed_folds(exp_dir, found):
                 missing = Path(exp_dir) / system / f"fold_{fold}" / f"decode_{setting}" / "hyp.tsv"
                 raise ScoreError(f"fold {fold} is listed in {folds_txt} but {missing} is missing; decode it "
                                  f"(stage 4) or remove the fold from the list")
+
+
+def _identity_in(path):
+    """The "identity <hash>" line of train.done or of a decode's identity file (None if absent)."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return next((line.split(None, 1)[1].strip() for line in lines if line.startswith("identity ")), None)
+
+
+def _check_decode_identity(found):
+    """A hyp.tsv must come from the model its fold holds now: decoding copies the model's identity
+    next to it, training writes it into train.done. A stale decode is refused, never scored."""
+    for path in found.values():
+        decoded = _identity_in(path.parent / "identity")
+        trained = _identity_in(path.parents[1] / "train.done")
+        if decoded is not None and trained is not None and decoded != trained:
+            raise ScoreError(f"{path} was decoded from model {decoded}, but {path.parents[1] / 'train.done'} holds "
+                             f"model {trained}: a stale decode; re-run stage 4")
 
 
 def _check_refs(decodes):

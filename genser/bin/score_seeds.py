@@ -7,9 +7,8 @@ writes <exp_dir>/RESULTS.md: each system's figures per seed, their mean and std 
 std of the seed means), and Gen-SER minus the classifier over the matched (fold, seed) pairs
 with an exact sign test and Wilcoxon signed-rank test, so that "beats" carries a p-value.
 
-Before scoring it checks that every seed has a hyp.tsv for every fold of folds.txt, and that
-each hyp.tsv was decoded from the model that its fold holds now (the identity that decoding
-copied from model.pt against train.done), so a stale decode is never scored.
+Loading each seed's experiment (genser.bin.score.load_experiment) checks that every fold of
+folds.txt has a hyp.tsv and that each was decoded from the model its fold holds now.
 """
 import argparse
 import logging
@@ -41,33 +40,6 @@ def get_parser():
     p.add_argument("--out", help="default: <exp_dir>/RESULTS.md")
     p.add_argument("--title", default=None)
     return p
-
-
-def read_identity(path):
-    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
-        if line.startswith("identity "):
-            return line.split(None, 1)[1].strip()
-    return None
-
-
-def check_complete(exp_dir, seed, exp):
-    """Every fold of folds.txt decoded for every system, from the model the fold holds now."""
-    folds_file = Path(exp_dir) / "folds.txt"
-    folds = folds_file.read_text().split() if folds_file.exists() else exp.folds
-    for system in exp.systems:
-        for setting in exp.settings(system):
-            missing = [f for f in folds if f not in exp.folds_of(system, setting)]
-            if missing:
-                raise ScoreError(f"seed {seed}, {system} {setting}: no hyp.tsv for fold(s) {' '.join(missing)} of "
-                                 f"{folds_file} (e.g. {exp.exp_dir}/{system}/fold_{missing[0]}/decode_{setting}/"
-                                 f"hyp.tsv); run stages 3-4 for them")
-    for (system, setting, fold), hyp in exp.decodes.items():
-        done = Path(hyp.path).parents[1] / "train.done"
-        decoded = read_identity(Path(hyp.path).parent / "identity")
-        trained = read_identity(done)
-        if decoded != trained:
-            raise ScoreError(f"{hyp.path} was decoded from model {decoded}, but {done} holds model {trained}: "
-                             f"a stale decode; re-run stage 4")
 
 
 def pair_differences(per_seed, a, b, metric):
@@ -135,8 +107,7 @@ def main(argv=None):
     per_seed = {}
     try:
         for seed in args.seeds.split():
-            exp = load_experiment(exp_dir / f"seed{seed}")
-            check_complete(exp_dir, seed, exp)
+            exp = load_experiment(exp_dir / f"seed{seed}")  # checks folds.txt and stale decodes
             scores, primaries = score_experiment(exp)
             per_seed[seed] = (exp, scores, primaries)
     except ScoreError as exc:
