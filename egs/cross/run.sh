@@ -92,8 +92,8 @@ if [ -z "${feat_tag}" ]; then
 fi
 case "${feat_norm}" in none) cell_feat_tag=${feat_tag} ;; corpus) cell_feat_tag=${feat_tag}_cnorm ;;
     *) log "Error: --feat_norm must be none or corpus, got '${feat_norm}'"; exit 2 ;; esac
-feat_opts=(--frontend "${frontend}" --feat_pooling "${feat_pooling}")
-[ -n "${frontend_conf}" ] && feat_opts+=(--frontend_conf "${frontend_conf}")
+feat_opts=(--feat_pooling "${feat_pooling}")
+if [ -n "${frontend_conf}" ]; then feat_opts+=(--frontend_conf "${frontend_conf}"); else feat_opts+=(--frontend "${frontend}"); fi
 train_name=$(echo ${train_sets} | tr ' ' '+')
 # ser.sh names its exp dir exp/<task>_<feat_tag>_<config name><train_args tag>_<exp_tag> (the
 # ESPnet idiom); the cell config is named after the taxonomy, so the dir is known here too.
