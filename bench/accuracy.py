@@ -67,17 +67,18 @@ def prepare(args, work):
     data = prepare_emodb(args.emodb, work)
     # s3prl's "fbank" applies per-utterance CMVN, which makes every utterance mean zero: the
     # pooled probe needs the variant without it.
-    frontends = {"fbank_no_cmvn": ["--frontend", "fbank_no_cmvn"]}
+    # pooling as the recipe's --feat_pooling auto: mean+std of fbank, the mean of each whisper layer
+    frontends = {"fbank_no_cmvn": ["--frontend", "fbank_no_cmvn", "--pooling", "meanstd"]}
     if args.whisper:
         spec = work / "whisper_base.yaml"
         spec.write_text(yaml.safe_dump(whisper_spec(args.whisper)))
-        frontends["whisper_base"] = ["--frontend_conf", str(spec)]
+        frontends["whisper_base"] = ["--frontend_conf", str(spec), "--pooling", "mean"]
     for name, opts in frontends.items():
         dump = work / "dump" / name
         if not (dump / "feats.scp").exists():
             start = time.time()
-            quiet(extract_feats.main, ["--data_dir", str(data), "--out_dir", str(dump), *opts,
-                                       "--pooling", "mean"], work / "log" / f"extract_{name}.log")
+            quiet(extract_feats.main, ["--data_dir", str(data), "--out_dir", str(dump), *opts],
+                  work / "log" / f"extract_{name}.log")
             quiet(extract_feats.main, ["--merge", "--out_dir", str(dump), "--nj", "1", "--data_dir", str(data)],
                   work / "log" / f"extract_{name}.log")
             print(f"extracted {name}: {time.time() - start:.0f}s", flush=True)

@@ -61,14 +61,16 @@ __all__ = [
 CHECKPOINT_FORMAT = "genser-model"
 CHECKPOINT_VERSION = 1
 
-# Every key a config may hold, with its default. Sizes are small on purpose: corpora such as
-# EmoDB have ~500 training utterances, and the models must train in minutes on a CPU.
+# Every key a config may hold, with its default: the recipe's model, chosen by nested
+# cross-validation over training speakers on utterance-level features (docs/TRAINING.md; the
+# evidence is bench/results/tune_emodb_whisper_emotion.md). Sizes are small on purpose: corpora
+# such as EmoDB have ~500 training utterances, and the models must train in minutes on a CPU.
 DEFAULT_CONFIG = {
     "model": "genser",  # genser | classifier
     "featurizer": {
         "layers": "all",  # "all" or a list of layer indices
         "normalize": "batch",  # batch (masked running standardisation) | layer | none
-        "combine": "weighted",  # weighted (softmax sum of layers) | concat (layers side by side)
+        "combine": "concat",  # concat (layers side by side) | weighted (softmax sum of layers)
     },
     # Training-time regularisers (no effect in eval mode): SpecAugment on the standardised
     # featurizer output, and mixup of pooled embeddings and targets (for Gen-SER the targets are
@@ -81,8 +83,8 @@ DEFAULT_CONFIG = {
         "mixup": 0.0,  # Beta(alpha, alpha) mixing weight; 0: off
     },
     "encoder": {
-        "type": "transformer",  # transformer | conv | mlp
-        "hidden": 128,
+        "type": "mlp",  # mlp (utterance vectors or frame by frame) | transformer | conv (over frames)
+        "hidden": 256,
         "layers": 1,
         "heads": 4,
         "ff_mult": 2,
@@ -96,7 +98,7 @@ DEFAULT_CONFIG = {
     "tm": {
         "t_eps": 1e-3,  # t ~ U(t_eps, 1) ...
         "p_one": 0.25,  # ... except this share of each batch, at exactly t=1
-        "ce_weight": 0.5,  # auxiliary cross-entropy over similarity logits (0: pure TM)
+        "ce_weight": 0.0,  # auxiliary cross-entropy over similarity logits (0: none)
         "ce_tau": 0.1,  # temperature of those logits and of the predicted posteriors
         "x1_weight": 0.5,  # MSE pulling the initial sample x1 towards the code (0: x1 is free)
     },

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.corpus, pytest.mark.slow]
+
 
 
 def run_bench(repo_dir, script, *args):
@@ -17,6 +17,8 @@ def run_bench(repo_dir, script, *args):
     return result
 
 
+@pytest.mark.corpus
+@pytest.mark.slow
 def test_accuracy_bench_scores_both_systems(repo_dir, emodb_dir, tmp_path):
     out = tmp_path / "accuracy.md"
     run_bench(repo_dir, "accuracy.py", "--emodb", emodb_dir, "--work", tmp_path / "work", "--seeds", "0 1",
@@ -27,6 +29,8 @@ def test_accuracy_bench_scores_both_systems(repo_dir, emodb_dir, tmp_path):
     assert "nsteps10_eta0.5" in text  # the steps ablation table
 
 
+@pytest.mark.corpus
+@pytest.mark.slow
 def test_cost_bench_writes_every_section(repo_dir, emodb_dir, tmp_path):
     out = tmp_path / "cost.md"
     run_bench(repo_dir, "cost.py", "--emodb", emodb_dir, "--work", tmp_path / "work", "--repeats", "1",
@@ -36,3 +40,32 @@ def test_cost_bench_writes_every_section(repo_dir, emodb_dir, tmp_path):
                     "## Training on fbank"):
         assert section in text
     assert "| Gen-SER N=10 |" in text and "| genser |" in text
+
+
+def _tiny_data_dir(root):
+    from genser.datadir import write_data_dir
+
+    records = [{"utt": f"s{s}-{e}-{i}", "path": f"/x/s{s}-{e}-{i}.wav", "spk": f"s{s}", "emo": e,
+                "gender": "fm"[s % 2], "fold": f"s{s}"} for s in range(7) for e in ("neutral", "sad") for i in range(2)]
+    write_data_dir(root, records, labels={"emo": ["neutral", "sad"], "gender": ["f", "m"]})
+    from genser.datadir import load_data_dir
+
+    return load_data_dir(root)
+
+
+def test_tuning_never_reads_the_outer_test_fold(tmp_path):
+    """bench/tune.py chooses on inner splits made of the other folds' speakers only."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
+    import tune
+
+    data = _tiny_data_dir(tmp_path / "data")
+    for fold in sorted(set(data.fold.values())):
+        splits = tune.inner_splits(data, fold, 3, seed=0)
+        assert len(splits) == 3
+        seen_val = set()
+        for fit, val in splits:
+            assert fit and val
+            assert all(data.fold[u] != fold for u in fit + val)  # the test fold is never touched
+            assert not {data.spk[u] for u in fit} & {data.spk[u] for u in val}  # speaker-disjoint
+            seen_val |= set(val)
+        assert seen_val == {u for u in data.utts if data.fold[u] != fold}  # every training utt validated once

@@ -56,6 +56,51 @@ def test_featurizer_starts_with_equal_weights():
     assert torch.allclose(f.layer_weights(), torch.full((L,), 1 / L))
 
 
+def test_featurizer_concat_keeps_every_standardised_layer():
+    f = Featurizer(L, "all", normalize="batch", dim=D, combine="concat")
+    assert f.weights is None and f.output_dim(D) == L * D
+    x = torch.randn(3, 5, L, D) * 4.0 + 2.0
+    y = f.train()(x)
+    assert y.shape == (3, 5, L * D)
+    flat = y.reshape(-1, L * D)  # every (layer, dim) column is standardised over the batch's frames
+    assert torch.allclose(flat.mean(0), torch.zeros(L * D), atol=1e-4)
+    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(L * D), atol=1e-2)
+    layer1 = x[:, :, 1].reshape(-1, D)  # the second block of the output is layer 1, standardised
+    expected = (x[:, :, 1] - layer1.mean(0)) / torch.sqrt(layer1.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(y[..., D:2 * D], expected, atol=1e-5)
+
+
+def test_spec_augment_masks_bands_of_channels_and_spans_of_valid_frames():
+    from genser.nn.layers import spec_augment
+
+    x = torch.ones(4, 50, 20)
+    mask = torch.ones(4, 50, dtype=torch.bool)
+    mask[0, 30:] = False
+    g = torch.Generator().manual_seed(0)
+    y = spec_augment(x, mask, time_masks=1, time_width=0.2, chan_masks=1, chan_width=0.25, generator=g)
+    for b in range(4):
+        zero_chans = (y[b] == 0).all(0).sum().item()
+        zero_frames = (y[b] == 0).all(1).sum().item()
+        assert zero_chans <= 5  # at most 25 % of 20 channels
+        assert zero_frames <= (0.2 * (30 if b == 0 else 50))
+    assert torch.equal(spec_augment(x, mask), x)  # no masks: identity
+    u = spec_augment(torch.ones(4, 1, 20), torch.ones(4, 1, dtype=torch.bool), time_masks=3, time_width=1.0)
+    assert torch.equal(u, torch.ones(4, 1, 20))  # utterance vectors get no time masks
+
+
+def test_mixup_mixes_gen_ser_targets_as_codes():
+    torch.manual_seed(0)
+    model = build_model({"model": "genser", "augment": {"mixup": 0.4}}, LABELS, D, L).train()
+    perm, lam = model.draw_mixup(6)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    soft = model.soft_targets(targets, (perm, lam))
+    assert torch.allclose(soft.sum(1), torch.ones(6))
+    codes = model.taxonomy.codes
+    mixed = soft @ codes
+    assert torch.allclose(mixed, lam * codes[targets] + (1 - lam) * codes[targets[perm]], atol=1e-6)
+    assert model.eval().draw_mixup(6) is None  # never at evaluation
+
+
 def test_featurizer_selection_and_single_layer_passthrough():
     x = torch.randn(2, 4, L, D)
     single = Featurizer(L, [1], normalize="none")
@@ -150,7 +195,7 @@ def test_model_api(kind):
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) for v in stats.values()) and {"loss", "acc"} <= set(stats)
     loss.backward()
-    assert model.featurizer.weights.grad is not None
+    assert model.encoder.proj.weight.grad is not None
     model.train()
     out = model.predict(feats, lengths, nsteps=2)
     assert model.training  # predict restores the mode it found
