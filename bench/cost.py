@@ -36,7 +36,7 @@ from genser.audio import AudioReader, write_wav  # noqa: E402
 from genser.bin import extract_feats, infer  # noqa: E402
 from genser.bin.common import read_yaml  # noqa: E402
 from genser.datadir import load_data_dir, split_data_dir  # noqa: E402
-from genser.features import FeatureReader, pad_collate, read_meta  # noqa: E402
+from genser.features import FeatureReader, model_layers, pad_collate, read_meta  # noqa: E402
 from genser.frontend import build_frontend, frontend_spec  # noqa: E402
 from genser.models import build_model  # noqa: E402
 
@@ -168,7 +168,7 @@ def recipe_models(meta):
     conf = read_yaml(RECIPE_CONF)["model_conf"]
     torch.manual_seed(0)
     return {kind: build_model({**conf, "model": kind}, LABELS, input_dim=meta["dim"],
-                              num_layers=meta["num_layers"]).eval() for kind in ("classifier", "genser")}
+                              num_layers=model_layers(meta)).eval() for kind in ("classifier", "genser")}
 
 
 def bench_heads(args, dump, utts):

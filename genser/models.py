@@ -366,8 +366,11 @@ class GenSERModel(SERModel):
         return loss, stats
 
     def generate(self, feats, lengths, nsteps=1, eta=0.0, generator=None, return_trajectory=False):
-        """Run the sampler: the terminal sample [B, Dc] (frame level: mean over valid frames)."""
+        """Run the sampler: the terminal sample [B, Dc] (frame level: mean over valid frames).
+        ``nsteps=0`` returns the initial sample x1 itself: an ablation of what transport adds."""
         x1, cond, mask = self.condition(feats, lengths)
+        if nsteps == 0 and not return_trajectory:
+            return self._pool(x1, mask)
         out = self.sampler(lambda x, t: self.denoiser(x, t.to(x.dtype), cond), x1, self.schedule,
                            nsteps=nsteps, eta=eta, generator=generator, return_trajectory=return_trajectory)
         if return_trajectory:

@@ -125,7 +125,9 @@ def test_average_state_dicts_is_the_elementwise_mean():
     assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and int(out["n"]) == 5
 
 
+@pytest.mark.badinput
 def test_a_finished_fold_is_reused_only_with_the_same_inputs(tmp_path):
+    """Case 3: a corpus changed in place never reuses the old model."""
     root = make_experiment(tmp_path)
     train.main(train_args(root, "--epochs", "1"))
     model = fold_dir_of(root) / "model.pt"
@@ -145,7 +147,9 @@ def test_a_finished_fold_is_reused_only_with_the_same_inputs(tmp_path):
     assert model.stat().st_mtime_ns == before
 
 
+@pytest.mark.badinput
 def test_resuming_with_other_epochs_is_refused(tmp_path):
+    """Case 2: a resume with another --epochs is refused, not trained at lr 0."""
     root = make_experiment(tmp_path)
     train.main(train_args(root, "--epochs", "2"))
     (fold_dir_of(root) / "train.done").unlink()
@@ -154,7 +158,9 @@ def test_resuming_with_other_epochs_is_refused(tmp_path):
     assert "epochs: 2 -> 3" in (fold_dir_of(root) / "train.log").read_text()
 
 
+@pytest.mark.badinput
 def test_divergence_stops_training_and_writes_no_model(tmp_path):
+    """Case 6: a diverged model is never kept."""
     root = make_experiment(tmp_path)
     with pytest.raises(SystemExit):
         train.main(train_args(root, "--epochs", "3", "--lr", "1e6", "--grad_clip", "0"))
@@ -163,7 +169,9 @@ def test_divergence_stops_training_and_writes_no_model(tmp_path):
     assert not (fold_dir_of(root) / "model.pt").exists()
 
 
+@pytest.mark.badinput
 def test_a_locked_fold_is_refused_at_once(tmp_path):
+    """Case 4: a second training of one fold stops at once."""
     from genser.lock import dir_lock
 
     root = make_experiment(tmp_path)

@@ -33,7 +33,8 @@ def get_parser():
     p.add_argument("--feat_dir", required=True)
     p.add_argument("--data_dir", required=True)
     p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
-    p.add_argument("--nsteps", default="1", help="sampling steps, one value or a list: \"1 3 10\"")
+    p.add_argument("--nsteps", default="1", help="sampling steps, one value or a list: \"1 3 10\" (0: decide on "
+                                                 "the initial sample x1, an ablation)")
     p.add_argument("--eta", default="0.0", help="sampler stochasticity, one value or a list: \"0.0 0.5\"")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=64)
@@ -47,8 +48,8 @@ def settings_of(kind, nsteps, eta):
         return [("argmax", 1, 0.0)]
     steps = [int(n) for n in str(nsteps).split()]
     etas = [float(e) for e in str(eta).split()]
-    if not steps or min(steps) < 1:
-        raise ValueError(f"--nsteps must list positive integers, got {nsteps!r}")
+    if not steps or min(steps) < 0:
+        raise ValueError(f"--nsteps must list integers >= 0 (0: no transport, the initial sample), got {nsteps!r}")
     if not etas or min(etas) < 0:
         raise ValueError(f"--eta must list non-negative numbers, got {eta!r}")
     return [(f"nsteps{n}_eta{e}", n, e) for n in steps for e in etas]

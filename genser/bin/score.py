@@ -308,10 +308,12 @@ def score_setting(exp, system, setting):
 
 def primary_setting(settings, requested=None):
     """The setting of the main table: ``requested`` if the system has it, else the smallest
-    nsteps with eta 0, else the smallest (nsteps, eta), else argmax, else the first by name."""
+    nsteps >= 1 with eta 0, else the smallest (nsteps, eta), else argmax, else the first by name
+    (nsteps 0, the no-transport ablation, is never the main setting unless it is all there is)."""
     if requested in settings:
         return requested
     parsed = sorted((p, s) for s in settings if (p := parse_setting(s)))
+    parsed = [(p, s) for p, s in parsed if p[0] >= 1] or parsed
     deterministic = [(p, s) for p, s in parsed if p[1] == 0.0]
     if deterministic or parsed:
         return (deterministic or parsed)[0][1]
