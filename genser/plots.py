@@ -86,3 +86,46 @@ def plot_steps_ablation(rows, path, title="Steps ablation"):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_matrices(panels, rows, cols, path, title, marked=()):
+    """Writes train x test heat maps side by side, one panel per system (UA in %).
+
+    ``panels``: list of (name, {(row, col): fraction or None}); ``marked``: the (row, col)
+    cells to flag (in-corpus cells), drawn with a "*" and a frame.  Missing cells stay blank.
+    """
+    if not panels or not rows or not cols:
+        raise ValueError(f"{path}: nothing to plot")
+    fig = Figure(figsize=(0.5 + (1.6 + 1.1 * len(cols)) * len(panels), 1.2 + 0.7 * len(rows)))
+    for p, (name, values) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), p + 1)
+        grid = np.full((len(rows), len(cols)), np.nan)
+        for i, row in enumerate(rows):
+            for j, col in enumerate(cols):
+                if values.get((row, col)) is not None:
+                    grid[i, j] = 100.0 * values[row, col]
+        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100)
+        for i, row in enumerate(rows):
+            for j, col in enumerate(cols):
+                if np.isnan(grid[i, j]):
+                    continue
+                mark = "*" if (row, col) in marked else ""
+                ax.text(j, i, f"{grid[i, j]:.1f}{mark}", ha="center", va="center", fontsize=9,
+                        color="black" if grid[i, j] > 60 else "white")
+                if mark:
+                    ax.add_patch(_frame(i, j))
+        ax.set_xticks(range(len(cols)), cols)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel("test corpus")
+        if p == 0:
+            ax.set_ylabel("training corpora")
+        ax.set_title(name, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="UA (%)")
+    fig.suptitle(title, fontsize=10, y=1.05)  # above the panel titles (bbox_inches="tight" keeps it)
+    return _save(fig, path)
+
+
+def _frame(i, j):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5)

@@ -37,7 +37,8 @@ __all__ = [
 
 METRICS = ("cosine", "dot", "l2")
 TAXONOMY_DEFAULTS = {
-    "type": "flat",  # flat | joint (labels "a/b") | grouped (groups: {label: parent})
+    # flat | joint (labels "a/b") | grouped (groups: {label: parent}) | hierarchical (families)
+    "type": "flat",
     "dim": 64,
     "base": 1000.0,
     "spacing": 10750.0,
@@ -45,6 +46,10 @@ TAXONOMY_DEFAULTS = {
     "metric": "cosine",
     "groups": None,
     "sep": "/",
+    # hierarchical: {label: family}; may name labels of other corpora too (one map per project)
+    "families": None,
+    # hierarchical: [family_dim, leaf_dim] (even, sum = dim); None splits dim in halves
+    "level_dims": None,
 }
 
 
@@ -261,7 +266,9 @@ def build_taxonomy(conf, labels):
 
     type ``flat``: one code per label. ``joint``: labels are "a/b" paths and per-level codes are
     concatenated (levels in order of first appearance). ``grouped``: ``groups`` maps every label
-    to a parent (e.g. valence); codes are [parent code, label code].
+    to a parent (e.g. valence); codes are [parent code, label code]. ``hierarchical``: the
+    same two-level code from ``families`` ({label: family}, may name other labels too), with
+    ``level_dims`` [family_dim, leaf_dim] (see ``_hierarchical``).
     """
     conf = dict(TAXONOMY_DEFAULTS, **(conf or {}))
     unknown = set(conf) - set(TAXONOMY_DEFAULTS)
@@ -296,4 +303,40 @@ def build_taxonomy(conf, labels):
         tax = HierarchicalTaxonomy([parents, list(labels)], [(str(groups[x]), x) for x in labels],
                                    sep=sep, **common)
         return tax
-    raise ValueError(f"taxonomy.type must be flat, joint or grouped, got {kind!r}")
+    if kind == "hierarchical":
+        return _hierarchical(conf, labels, common)
+    raise ValueError(f"taxonomy.type must be flat, joint, grouped or hierarchical, got {kind!r}")
+
+
+def _hierarchical(conf, labels, common):
+    """Two-level code [family code, leaf code] for multi-corpus training on full label sets.
+
+    ``families`` maps each label (a corpus-specific leaf such as ``emodb_boredom``) to a family
+    shared across corpora (``angry``, or a valence/arousal quadrant).  Unlike ``grouped``, the
+    map may hold labels this model does not have: a project keeps one map for all its corpora
+    and trains on any subset.  Leaves of one family share the family half of their code, so a
+    test corpus with other leaves can still be decoded at the family level.
+    """
+    families = conf["families"]
+    if not isinstance(families, dict) or not families:
+        raise ValueError("taxonomy.type hierarchical needs taxonomy.families: {label: family, ...}")
+    missing = [x for x in labels if x not in families]
+    if missing:
+        raise ValueError(f"taxonomy.families has no family for label(s) {missing}")
+    if conf["groups"] is not None:
+        raise ValueError("taxonomy.groups is for type grouped; type hierarchical uses families")
+    level_dims = conf["level_dims"]
+    if level_dims is not None:
+        if (not isinstance(level_dims, (list, tuple)) or len(level_dims) != 2
+                or any(isinstance(d, bool) or not isinstance(d, int) for d in level_dims)):
+            raise ValueError(f"taxonomy.level_dims must be [family_dim, leaf_dim] (ints), got {level_dims!r}")
+        if sum(level_dims) != common["dim"]:
+            raise ValueError(f"taxonomy.level_dims {list(level_dims)} must add up to taxonomy.dim "
+                             f"{common['dim']}")
+        if any(d < 2 or d % 2 for d in level_dims):
+            raise ValueError(f"taxonomy.level_dims {list(level_dims)} must be even and >= 2")
+        level_dims = [int(d) for d in level_dims]
+    labels = [str(x) for x in labels]
+    parents = list(dict.fromkeys(str(families[x]) for x in labels))
+    return HierarchicalTaxonomy([parents, labels], [(str(families[x]), x) for x in labels],
+                                sep=conf["sep"], level_dims=level_dims, **common)

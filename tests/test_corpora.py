@@ -33,7 +33,7 @@ def read_counts(data_dir):
 
 
 def test_registry():
-    assert names() == ["cremad", "custom", "emodb", "iemocap", "meld", "ravdess", "synth"]
+    assert names() == ["cremad", "custom", "emodb", "iemocap", "meld", "ravdess", "synth", "urdu"]
     assert get_corpus("emodb") is emodb
     with pytest.raises(ValueError, match="unknown corpus 'nope'"):
         get_corpus("nope")

@@ -16,6 +16,7 @@ CORPORA = {
     "cremad": "genser.corpora.cremad",
     "ravdess": "genser.corpora.ravdess",
     "emodb": "genser.corpora.emodb",
+    "urdu": "genser.corpora.urdu",
     "custom": "genser.corpora.custom",
     "synth": "genser.corpora.synth",
 }
