@@ -325,7 +325,7 @@ def test_case4_extraction_option_and_report(tmp_path, capsys):
     capsys.readouterr()
     extract_feats.main(argv + ["--min_duration", "0.05"])  # main logs to stderr (setup_logging)
     text = capsys.readouterr().err
-    assert "utt u1" not in text and f"utt u2: digital silence" in text and "1 silent" in text
+    assert "utt u1" not in text and "utt u2: digital silence" in text and "1 silent" in text
     (tmp_path / "dump" / "feats.1.done").unlink()
     extract_feats.main(argv)  # default minimum 0.1 s
     text = capsys.readouterr().err

@@ -2,9 +2,6 @@
 (genser.cross), the hierarchical taxonomy config, the matrix scorer, and egs/cross end to end on
 EmoDB and URDU from ../shared (skipped where they are absent)."""
 import collections
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
