@@ -79,8 +79,6 @@ def get_parser():
 
 
 def _yaml_dict(text):
-    import yaml
-
     value = yaml.safe_load(text) if isinstance(text, str) else text
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}")
