@@ -37,11 +37,11 @@ local_data_opts=      # Extra options for local/data.sh.
 data_dir=data/all     # Data directory written by stage 0.
 
 # Feature options
-frontend=fbank        # s3prl upstream name (fbank, mfcc, wavlm_large, wavlm_local, ...).
+frontend=fbank_no_cmvn  # s3prl upstream name (fbank_no_cmvn, fbank, mfcc, wavlm_large, wavlm_local, ...).
 frontend_path=        # Checkpoint for s3prl *_local upstreams.
 frontend_conf=        # YAML frontend spec (e.g. a transformers folder); overrides --frontend.
 feat_layers=all       # Layers to keep: all, or a list such as "0 3 5".
-feat_pooling=auto     # none (frames), mean (per-layer utterance mean), meanstd (mean and std) or auto (see below).
+feat_pooling=auto     # none (frames), mean (per-layer means), meanstd (mean and std); auto: meanstd for fbank_no_cmvn/mfcc/..., frames for fbank, mean otherwise.
 feat_dtype=float32    # Storage dtype: float32 | float16.
 feat_tag=             # Name of the feature dump; derived from the frontend when empty.
 extract_batch_size=8  # Utterances per frontend forward pass.
