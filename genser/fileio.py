@@ -145,3 +145,11 @@ def write_list(path, items):
     """Writes one item per line, in the given order, atomically."""
     with atomic_open(path, "w") as f:
         f.writelines(f"{item}\n" for item in items)
+
+
+def read_identity(path):
+    """The hash on the "identity <hash>" line of a train.done or of a decode's identity file
+    (None if the file or the line is absent): what training and decoding record of a model."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return next((line.split(None, 1)[1].strip() for line in lines if line.startswith("identity ")), None)

@@ -93,31 +93,15 @@ case "${task}" in
     *) log "Error: --task must be emotion or gender, got '${task}'"; exit 2 ;;
 esac
 
-# auto: utterance statistics, the level at which the recipe defaults were chosen (docs/TRAINING.md):
-# mean and std of hand-crafted features, the mean of each layer of a learned encoder, and frames for
-# s3prl's "fbank", whose per-utterance CMVN makes every utterance's mean 0 and std 1.
-if [ "${feat_pooling}" = auto ]; then
-    case "${frontend_conf:+conf}${frontend}" in
-        conf*) feat_pooling=mean ;;
-        fbank) feat_pooling=none ;;
-        fbank_no_cmvn|mfcc|mel|spectrogram|linear) feat_pooling=meanstd ;;
-        *) feat_pooling=mean ;;
-    esac
-fi
-if [ -z "${feat_tag}" ]; then
-    if [ -n "${frontend_conf}" ]; then
-        feat_tag=$(basename "${frontend_conf}" .yaml)
-    else
-        feat_tag=${frontend}
-    fi
-    [ "${feat_layers}" != all ] && feat_tag+="_l$(echo "${feat_layers}" | tr ' ' '-')"
-    [ "${feat_pooling}" != none ] && feat_tag+="_${feat_pooling}"
-    [ "${feat_dtype}" != float32 ] && feat_tag+="_${feat_dtype}"
-fi
+# shellcheck source=names.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/names.sh"
+[ "${feat_pooling}" = auto ] && feat_pooling=$(auto_feat_pooling "${frontend_conf}" "${frontend}")
+[ -z "${feat_tag}" ] && feat_tag=$(default_feat_tag "${frontend_conf}" "${frontend}" "${feat_layers}" \
+    "${feat_pooling}" "${feat_dtype}")
 feat_dir=dump/${feat_tag}
 # ESPnet's tag: the config name, then the overridden training arguments ("--epochs 80" -> epochs80).
 config_tag=$(basename "${train_config}" .yaml)
-args_tag=$(echo "${train_args}" | sed -e 's/--/_/g' -e 's/[ =]//g' -e 's/[^A-Za-z0-9_.+-]//g')
+args_tag=$(train_args_tag "${train_args}")
 expdir=exp/${task}_${feat_tag}_${config_tag}${args_tag}${exp_tag:+_${exp_tag}}
 
 # One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this

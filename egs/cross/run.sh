@@ -75,21 +75,12 @@ for c in ${train_sets} ${test_sets}; do
     fi
 done
 
-# The pooling and tag ser.sh would derive (its "auto" rule), fixed here so that every cell reads
-# the one pooled dump. Utterance statistics keep training cheap; s3prl's "fbank" applies CMVN per
-# utterance, so its utterance mean is 0 and it keeps frames.
-if [ "${feat_pooling}" = auto ]; then
-    case "${frontend_conf:+conf}${frontend}" in
-        conf*) feat_pooling=mean ;;
-        fbank) feat_pooling=none ;;
-        fbank_no_cmvn|mfcc|mel|spectrogram|linear) feat_pooling=meanstd ;;
-        *) feat_pooling=mean ;;
-    esac
-fi
-if [ -z "${feat_tag}" ]; then
-    if [ -n "${frontend_conf}" ]; then feat_tag=$(basename "${frontend_conf}" .yaml); else feat_tag=${frontend}; fi
-    [ "${feat_pooling}" != none ] && feat_tag+="_${feat_pooling}"
-fi
+# The pooling and tag ser.sh derives (egs/TEMPLATE/names.sh), fixed here so that every cell reads
+# the one pooled dump.
+# shellcheck source=../TEMPLATE/names.sh
+. "$(dirname "$(readlink -f ser.sh)")/names.sh"
+[ "${feat_pooling}" = auto ] && feat_pooling=$(auto_feat_pooling "${frontend_conf}" "${frontend}")
+[ -z "${feat_tag}" ] && feat_tag=$(default_feat_tag "${frontend_conf}" "${frontend}" all "${feat_pooling}" float32)
 case "${feat_norm}" in none) cell_feat_tag=${feat_tag} ;; corpus) cell_feat_tag=${feat_tag}_cnorm ;;
     *) log "Error: --feat_norm must be none or corpus, got '${feat_norm}'"; exit 2 ;; esac
 feat_opts=(--feat_pooling "${feat_pooling}")
@@ -97,7 +88,7 @@ if [ -n "${frontend_conf}" ]; then feat_opts+=(--frontend_conf "${frontend_conf}
 train_name=$(echo ${train_sets} | tr ' ' '+')
 # ser.sh names its exp dir exp/<task>_<feat_tag>_<config name><train_args tag>_<exp_tag> (the
 # ESPnet idiom); the cell config is named after the taxonomy, so the dir is known here too.
-args_tag=$(echo "${train_args}" | sed -e 's/--/_/g' -e 's/[ =]//g' -e 's/[^A-Za-z0-9_.+-]//g')
+args_tag=$(train_args_tag "${train_args}")
 mkdir -p exp
 echo "${run_args}" >> exp/commands.log
 

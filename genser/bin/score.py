@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from genser.bin.common import load_config, setup_logging, str_or_none
-from genser.fileio import atomic_write
+from genser.fileio import atomic_write, read_identity
 from genser.metrics import confusion_matrix, summarize_confusion
 
 log = logging.getLogger("genser.score")
@@ -224,19 +224,12 @@ def _check_listed_folds(exp_dir, found):
                                  f"(stage 4) or remove the fold from the list")
 
 
-def _identity_in(path):
-    """The "identity <hash>" line of train.done or of a decode's identity file (None if absent)."""
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    return next((line.split(None, 1)[1].strip() for line in lines if line.startswith("identity ")), None)
-
-
 def _check_decode_identity(found):
     """A hyp.tsv must come from the model its fold holds now: decoding copies the model's identity
     next to it, training writes it into train.done. A stale decode is refused, never scored."""
     for path in found.values():
-        decoded = _identity_in(path.parent / "identity")
-        trained = _identity_in(path.parents[1] / "train.done")
+        decoded = read_identity(path.parent / "identity")
+        trained = read_identity(path.parents[1] / "train.done")
         if decoded is not None and trained is not None and decoded != trained:
             raise ScoreError(f"{path} was decoded from model {decoded}, but {path.parents[1] / 'train.done'} holds "
                              f"model {trained}: a stale decode; re-run stage 4")

@@ -26,7 +26,7 @@ from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
 from genser.datadir import ATTR_OF_TASK, fold_split, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, model_layers, pad_collate, read_scp
-from genser.fileio import atomic_write, read_list, write_list
+from genser.fileio import atomic_write, read_identity, read_list, write_list
 from genser.lock import LockError, dir_lock
 from genser.models import build_model, resolve_config, save_model
 from genser.trainer import TRAIN_DEFAULTS, TrainingError, targets_of
@@ -162,24 +162,19 @@ def write_config(params, model_config):
     atomic_write(Path(params.exp_dir) / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
 
 
-def read_done(path):
-    text = path.read_text() if path.exists() else ""
-    return dict(line.split(None, 1) for line in text.splitlines() if " " in line)
-
-
 def run(params, fold, fold_dir, rank, world, device):
     labels, split, targets = prepare_fold(params, fold)
     reader = FeatureReader(params.feat_dir)
     meta = reader.meta
     model_conf = resolve_config(merge_conf(params.model_conf, {"model": params.model}))
     identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader))
-    done = read_done(fold_dir / "train.done")
-    if done:
-        if done.get("identity") == identity["hash"]:
+    if (fold_dir / "train.done").exists():
+        done = read_identity(fold_dir / "train.done")
+        if done == identity["hash"]:
             log.info("%s: fold %s is trained (identity %s), nothing to do", fold_dir / "train.done", fold,
                      identity["hash"])
             return
-        raise TrainingError(f"{fold_dir} holds a model of another experiment (identity {done.get('identity')}, this "
+        raise TrainingError(f"{fold_dir} holds a model of another experiment (identity {done}, this "
                             f"run {identity['hash']}: data, features or settings changed); remove {fold_dir} or "
                             f"train into a new exp dir")
     if rank == 0:

@@ -1,0 +1,30 @@
+# The names that ser.sh derives (sourced by ser.sh and by recipes that must find its outputs,
+# such as egs/cross): the "auto" feature pooling, the dump tag and the train_args tag.
+
+# auto_feat_pooling FRONTEND_CONF FRONTEND: utterance statistics, the level at which the recipe
+# defaults were chosen (docs/TRAINING.md): mean and std of hand-crafted features, the mean of each
+# layer of a learned encoder, and frames for s3prl's "fbank", whose per-utterance CMVN makes every
+# utterance's mean 0 and std 1.
+auto_feat_pooling() {
+    case "${1:+conf}$2" in
+        conf*) echo mean ;;
+        fbank) echo none ;;
+        fbank_no_cmvn|mfcc|mel|spectrogram|linear) echo meanstd ;;
+        *) echo mean ;;
+    esac
+}
+
+# default_feat_tag FRONTEND_CONF FRONTEND LAYERS POOLING DTYPE: the dump name under dump/.
+default_feat_tag() {
+    local tag
+    if [ -n "$1" ]; then tag=$(basename "$1" .yaml); else tag=$2; fi
+    [ "$3" != all ] && tag+="_l$(echo "$3" | tr ' ' '-')"
+    [ "$4" != none ] && tag+="_$4"
+    [ "$5" != float32 ] && tag+="_$5"
+    echo "${tag}"
+}
+
+# train_args_tag TRAIN_ARGS: ESPnet's tag of overridden training arguments ("--epochs 80" -> _epochs80).
+train_args_tag() {
+    echo "$1" | sed -e 's/--/_/g' -e 's/[ =]//g' -e 's/[^A-Za-z0-9_.+-]//g'
+}
