@@ -175,6 +175,22 @@ class FeatureReader:
         return feats
 
 
+class StackedReader:
+    """Several dumps read as one mapping: ``stacked[(i, utt)]`` is ``utt`` in dump i (e.g. an
+    utterance and its speed-perturbed copies, which keep the utterance's own id)."""
+
+    def __init__(self, readers):
+        self.readers = list(readers)
+
+    def __contains__(self, key):
+        i, utt = key
+        return 0 <= i < len(self.readers) and utt in self.readers[i]
+
+    def __getitem__(self, key):
+        i, utt = key
+        return self.readers[i][utt]
+
+
 def load_all(reader, utts=None):
     """Preloads {utt: [T, L, D] float32} into memory (pooled or small dumps)."""
     return {utt: reader[utt] for utt in (reader.utts if utts is None else utts)}

@@ -1,5 +1,6 @@
 """Smoke test of the whole staged recipe on a tiny synthetic corpus (egs/synth, stages 0-5)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,21 @@ def test_genser_infer_classifies_wav_files(trained_recipe):
         assert fields[0] == str(wav) and fields[1] in ("neutral", "happy", "angry", "sad")
         assert abs(sum(map(float, fields[2:])) - 1.0) < 1e-3
     assert len(lines) == 3
+
+
+def test_speed_perturbation_extracts_a_dump_per_factor_and_tags_the_exp_dir(tmp_path):
+    recipe = make_recipe(tmp_path)
+    result = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 1.0 1.1", "--models", "classifier",
+                        "--nj", "1", "--folds", "1", "--stop_stage", "3")
+    assert result.returncode == 0, result.stderr[-4000:]
+    dumps = sorted(p.name for p in (recipe / "dump").iterdir())
+    assert len(dumps) == 3 and dumps[1:] == [dumps[0] + "_sp0.9", dumps[0] + "_sp1.1"], dumps
+    import yaml
+    assert yaml.safe_load((recipe / "dump" / dumps[1] / "feats.yaml").read_text())["speed"] == 0.9
+    exp = exp_of(recipe, "emotion_*_train_epochs3_sp0.9-1.1")
+    log = (exp / "seed0" / "classifier" / "log" / "train.1.log").read_text()
+    items, utts = map(int, re.search(r"speed perturbation: (\d+) training items \((\d+) utterances x 3", log).groups())
+    fold_dir = next((exp / "seed0" / "classifier").glob("fold_*"))
+    assert utts == len((fold_dir / "train.list").read_text().split()) and items == 3 * utts
+    bad = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 fast", "--stage", "3")
+    assert bad.returncode == 2 and "must be numbers" in bad.stderr

@@ -28,3 +28,24 @@ default_feat_tag() {
 train_args_tag() {
     echo "$1" | sed -e 's/--/_/g' -e 's/[ =]//g' -e 's/[^A-Za-z0-9_.+-]//g'
 }
+
+# speed_perturb_factors_of FACTORS: the factors other than 1 (the original), one per line;
+# refuses what is not a number.
+speed_perturb_factors_of() {
+    local f
+    for f in $1; do
+        case "${f}" in
+            ''|*[!0-9.]*|*.*.*) echo "Error: --speed_perturb_factors must be numbers like '0.9 1.0 1.1', got '$1'" >&2; return 2 ;;
+        esac
+        awk -v f="${f}" 'BEGIN { exit !(f + 0 != 1) }' && echo "${f}"
+    done
+    return 0
+}
+
+# speed_perturb_tag FACTORS: the exp dir suffix of speed-perturbed training ("0.9 1.0 1.1" -> _sp0.9-1.1).
+speed_perturb_tag() {
+    local factors
+    factors=$(speed_perturb_factors_of "$1") || return 2
+    [ -n "${factors}" ] && echo "_sp$(echo "${factors}" | paste -sd-)"
+    return 0
+}

@@ -45,6 +45,9 @@ feat_pooling=auto     # none (frames), mean (per-layer means), meanstd (mean and
 feat_dtype=float32    # Storage dtype: float32 | float16.
 feat_tag=             # Name of the feature dump; derived from the frontend when empty.
 extract_batch_size=8  # Utterances per frontend forward pass.
+speed_perturb_factors=  # Speed perturbation of the training utterances, ESPnet style, e.g. "0.9 1.0 1.1":
+                      # stage 1 also extracts dump/<feat_tag>_sp<f> per factor f != 1, and training adds
+                      # a copy of every training utterance per factor (never of dev or test ones).
 device=cpu            # Device for extraction, training and decoding (cpu, cuda).
 
 # Training options
@@ -102,7 +105,10 @@ feat_dir=dump/${feat_tag}
 # ESPnet's tag: the config name, then the overridden training arguments ("--epochs 80" -> epochs80).
 config_tag=$(basename "${train_config}" .yaml)
 args_tag=$(train_args_tag "${train_args}")
-expdir=exp/${task}_${feat_tag}_${config_tag}${args_tag}${exp_tag:+_${exp_tag}}
+sp_factors=$(speed_perturb_factors_of "${speed_perturb_factors}") || exit 2
+sp_tag=$(speed_perturb_tag "${speed_perturb_factors}")
+sp_dirs=$(for f in ${sp_factors}; do echo "${feat_dir}_sp${f}"; done | paste -sd,)
+expdir=exp/${task}_${feat_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
 
 # One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
 # script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
@@ -144,27 +150,37 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     utils/validate_data_dir.sh "${data_dir}"
 fi
 
-if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-    require "${data_dir}/wav.scp" 0
-    log "Stage 1: feature extraction (${feat_tag}, nj=${nj}) ${data_dir} -> ${feat_dir}"
-    lock_dir "${feat_dir}"
-    mkdir -p "${feat_dir}/log"
+# extract_dump OUT_DIR SPEED: stage 1 into one dump (SPEED 1: the audio as it is).
+extract_dump() {
+    local out=$1 speed=$2 frontend_opts
+    log "Stage 1: feature extraction (${out##*/}, nj=${nj}${speed:+, speed ${speed}}) ${data_dir} -> ${out}"
+    lock_dir "${out}"
+    mkdir -p "${out}/log"
     if [ -n "${frontend_conf}" ]; then
         frontend_opts="--frontend_conf ${frontend_conf}"
     else
         frontend_opts="--frontend ${frontend}${frontend_path:+ --frontend_path ${frontend_path}}"
     fi
-    utils/split_data.sh "${data_dir}" "${nj}"
     # Each job skips itself when its .done marker exists, so a re-run redoes only unfinished jobs.
     # shellcheck disable=SC2086
-    ${extract_cmd} JOB=1:"${nj}" "${feat_dir}/log/extract.JOB.log" \
+    ${extract_cmd} JOB=1:"${nj}" "${out}/log/extract.JOB.log" \
         ${python} -m genser.bin.extract_feats \
-            --data_dir "${data_dir}/split${nj}/JOB" --out_dir "${feat_dir}" --job JOB --nj "${nj}" \
+            --data_dir "${data_dir}/split${nj}/JOB" --out_dir "${out}" --job JOB --nj "${nj}" \
             ${frontend_opts} --layers "${feat_layers}" --pooling "${feat_pooling}" \
             --dtype "${feat_dtype}" --batch_size "${extract_batch_size}" --device "${device}" \
-        || { show_failed_logs "${feat_dir}/log/extract.*.log"; exit 1; }
-    ${python} -m genser.bin.extract_feats --merge --out_dir "${feat_dir}" --nj "${nj}" \
-        --data_dir "${data_dir}" 2>&1 | tee "${feat_dir}/log/merge.log"
+            ${speed:+--speed "${speed}"} \
+        || { show_failed_logs "${out}/log/extract.*.log"; exit 1; }
+    ${python} -m genser.bin.extract_feats --merge --out_dir "${out}" --nj "${nj}" \
+        --data_dir "${data_dir}" 2>&1 | tee "${out}/log/merge.log"
+}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    require "${data_dir}/wav.scp" 0
+    utils/split_data.sh "${data_dir}" "${nj}"
+    extract_dump "${feat_dir}" ""
+    for f in ${sp_factors}; do
+        extract_dump "${feat_dir}_sp${f}" "${f}"
+    done
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 2 ]; then
@@ -182,6 +198,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     require "${feat_dir}/feats.scp" 1
+    for f in ${sp_factors}; do require "${feat_dir}_sp${f}/feats.scp" 1; done
     require "${expdir}/labels.txt" 2
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
@@ -208,7 +225,8 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
                 ${launcher} --config "${train_config}" --model "${model}" \
                     --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
                     --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
-                    --exp_dir "${mdir}" --seed "${seed}" --device "${device}" ${train_args} \
+                    --exp_dir "${mdir}" --seed "${seed}" --device "${device}" \
+                    ${sp_dirs:+--speed_perturb_dirs "${sp_dirs}"} ${train_args} \
                 || { show_failed_logs "${mdir}/log/train.*.log"; exit 1; }
         done
     done

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from genser.audio import AudioReader, speed_perturb, speed_ratio
 from genser.bin.common import load_config, setup_logging, str_or_none
 from genser.features import (DTYPES, POOLINGS, ArkWriter, check_finite, stack_layers, to_matrix,
                              write_meta)
@@ -48,6 +49,9 @@ def get_parser():
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="storage dtype")
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per frontend forward pass")
     parser.add_argument("--device", default="cpu", help="torch device of the frontend (cpu, cuda, cuda:1)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="speed perturbation factor applied to every utterance (Kaldi/ESPnet sox speed; "
+                             "ser.sh --speed_perturb_factors writes one dump per factor); 1: none")
     parser.add_argument("--min_duration", type=float, default=0.1,
                         help="warn (naming the utterance and file) about audio shorter than this many seconds")
     parser.add_argument("--num_threads", type=int, default=1,
@@ -127,6 +131,8 @@ def run_job(args):
     ark, scp, done = job_paths(out_dir, args.job)
     settings = {"frontend": frontend_spec_of(args), "layers": str(args.layers), "pooling": args.pooling,
                 "dtype": args.dtype, "data": fingerprint(utts)}
+    if args.speed != 1.0:  # only then: dumps made before the option keep their settings
+        settings["speed"] = args.speed
     if done.is_file() and scp.is_file() and ark.is_file():
         previous = (yaml.safe_load(done.read_text(encoding="utf-8")) or {}).get("settings")
         if previous == settings:
@@ -147,7 +153,6 @@ def extract(args, utts, settings, ark, scp):
     import torch
     from tqdm import tqdm
 
-    from genser.audio import AudioReader
     from genser.frontend import build_frontend
 
     start = time.time()
@@ -162,7 +167,7 @@ def extract(args, utts, settings, ark, scp):
     with ArkWriter(ark, scp, dtype=args.dtype) as writer:
         for b in range(0, len(ids), args.batch_size):
             batch = ids[b:b + args.batch_size]
-            wavs = [reader(u, *utts[u]) for u in batch]
+            wavs = [speed_perturb(reader(u, *utts[u]), args.speed) for u in batch]
             for u, w in zip(batch, wavs):
                 if frontend.max_samples is not None and w.numel() > frontend.max_samples:
                     raise ValueError(f"utt {u}: {w.numel() / frontend.sample_rate:.2f} s of audio ({utts[u][0]}) "
@@ -187,7 +192,8 @@ def extract(args, utts, settings, ark, scp):
     return {"frontend": frontend.describe(), "layers": keep, "num_layers": len(keep),
             "dim": frontend.hidden_size, "pooling": args.pooling, "dtype": args.dtype,
             "frame_rate": frontend.frame_rate, "whisper_mode": frontend.spec.get("whisper_mode"),
-            "num_utts": len(ids), "audio_seconds": round(audio_s, 3), "wall_seconds": round(wall, 3)}
+            "num_utts": len(ids), "audio_seconds": round(audio_s, 3), "wall_seconds": round(wall, 3),
+            **({"speed": args.speed} if args.speed != 1.0 else {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +221,8 @@ def merge(args):
     size = sum(job_paths(out_dir, j)[0].stat().st_size for j in range(1, args.nj + 1))
     keys = ("frontend", "layers", "num_layers", "dim", "pooling", "dtype", "frame_rate", "whisper_mode")
     meta = {k: metas[0][k] for k in keys}
+    if metas[0].get("speed", 1.0) != 1.0:
+        meta["speed"] = metas[0]["speed"]
     meta.update(num_utts=len(entries), nj=args.nj, size_mb=round(size / 2 ** 20, 3),
                 audio_seconds=round(sum(m["audio_seconds"] for m in metas), 3))
     write_meta(out_dir, meta)
@@ -223,7 +231,7 @@ def merge(args):
 
 
 def check_jobs_agree(out_dir, metas):
-    keys = ("frontend", "layers", "dim", "pooling", "dtype")
+    keys = ("frontend", "layers", "dim", "pooling", "dtype", "speed")
     for job, meta in enumerate(metas[1:], 2):
         diff = [k for k in keys if meta.get(k) != metas[0].get(k)]
         if diff:
@@ -257,6 +265,10 @@ def main(argv=None):
         parser.error("--data_dir is required (except with --merge)")
     if args.nj is not None and not 1 <= args.job <= args.nj:
         parser.error(f"--job {args.job} is not in 1..{args.nj}")
+    try:
+        speed_ratio(args.speed)
+    except ValueError as exc:
+        parser.error(f"--speed: {exc}")
     import torch
 
     torch.set_num_threads(max(1, args.num_threads))

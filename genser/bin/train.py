@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
 from genser.datadir import ATTR_OF_TASK, fold_split, load_data_dir
-from genser.features import FeatureDataset, FeatureReader, model_layers, pad_collate, read_scp
+from genser.features import FeatureDataset, FeatureReader, StackedReader, model_layers, pad_collate, read_scp
 from genser.fileio import atomic_write, read_identity, read_list, write_list
 from genser.lock import LockError, dir_lock
 from genser.models import build_model, resolve_config, save_model
@@ -35,7 +35,7 @@ log = logging.getLogger("genser.train")
 
 # Options that decide where and how fast a run goes, not what it computes: left out of its identity.
 NOT_IDENTITY = ("config", "exp_dir", "fold_list", "fold_index", "device", "num_threads", "feat_dir",
-                "data_dir", "labels")
+                "data_dir", "labels", "speed_perturb_dirs")
 
 
 def get_parser():
@@ -46,6 +46,10 @@ def get_parser():
                    help="model configuration (YAML mapping), merged over the config file's model_conf")
     p.add_argument("--feat_dir", required=True, help="feature dump of stage 1 (feats.scp, feats.yaml)")
     p.add_argument("--data_dir", required=True, help="Kaldi data dir with utt2<attr> and utt2fold")
+    p.add_argument("--speed_perturb_dirs", default="",
+                   help="feature dumps (comma- or space-separated) of the same utterances, speed-perturbed (stage 1 "
+                        "--speed_perturb_factors); each adds a copy of every training utterance, never of "
+                        "dev or test ones")
     p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
     p.add_argument("--labels", required=True, help="label list of stage 2 (one label per line)")
     p.add_argument("--fold", help="test fold id")
@@ -130,16 +134,45 @@ def file_digest(paths):
     return h.hexdigest()[:16]
 
 
-def identity_parts(params, fold, labels, model_config, reader):
+def dump_digest(reader):
+    """Digest of a feature dump: its feats.yaml and every ark that its feats.scp points into."""
+    arks = sorted({Path(loc.rsplit(":", 1)[0]).name for loc in read_scp(reader.scp_path).values()})
+    return file_digest([reader.feat_dir / "feats.yaml", *(reader.feat_dir / a for a in arks)])
+
+
+def identity_parts(params, fold, labels, model_config, reader, perturbed=()):
     """What decides the result of training this fold: settings, labels, data and features."""
     attr = ATTR_OF_TASK[params.task]
     data = Path(params.data_dir)
-    arks = sorted({Path(loc.rsplit(":", 1)[0]).name for loc in read_scp(reader.scp_path).values()})
     parts = {k: v for k, v in vars(params).items() if k not in NOT_IDENTITY and k != "model_conf"}
     parts.update(fold=fold, labels=list(labels), model_config=repr(model_config),
                  data=file_digest([data / f for f in ("utt2spk", f"utt2{attr}", "utt2fold")]),
-                 features=file_digest([reader.feat_dir / "feats.yaml", *(reader.feat_dir / a for a in arks)]))
+                 features=dump_digest(reader))
+    if perturbed:  # left out otherwise, so that runs without it keep their identity
+        parts["speed_perturbed"] = [(r.meta.get("speed", 1.0), dump_digest(r)) for r in perturbed]
     return parts
+
+
+# What a speed-perturbed dump must share with the main one: the same features of other audio.
+COMPATIBLE_META = ("frontend", "layers", "num_layers", "dim", "pooling", "dtype")
+
+
+def perturbed_readers(params, reader, train):
+    """FeatureReaders of --speed_perturb_dirs, checked against the main dump and the training list."""
+    readers = [FeatureReader(d) for d in params.speed_perturb_dirs.replace(",", " ").split()]
+    for r in readers:
+        diff = [k for k in COMPATIBLE_META if r.meta.get(k) != reader.meta.get(k)]
+        if diff:
+            raise ValueError(f"{r.feat_dir}: speed-perturbed features differ from {reader.feat_dir} in {diff} "
+                             f"({[r.meta.get(k) for k in diff]} vs {[reader.meta.get(k) for k in diff]}); "
+                             f"re-run stage 1")
+        if r.meta.get("speed", 1.0) == 1.0:
+            raise ValueError(f"{r.feat_dir}: not a speed-perturbed dump (feats.yaml has no speed other than 1)")
+        missing = [u for u in train if u not in r]
+        if missing:
+            raise ValueError(f"{r.feat_dir}: {len(missing)} training utterances have no speed-perturbed "
+                             f"features, e.g. {', '.join(missing[:3])}; re-run stage 1")
+    return readers
 
 
 def prepare_fold(params, fold):
@@ -166,8 +199,9 @@ def run(params, fold, fold_dir, rank, world, device):
     labels, split, targets = prepare_fold(params, fold)
     reader = FeatureReader(params.feat_dir)
     meta = reader.meta
+    perturbed = perturbed_readers(params, reader, split["train"])
     model_conf = resolve_config(merge_conf(params.model_conf, {"model": params.model}))
-    identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader))
+    identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader, perturbed))
     if (fold_dir / "train.done").exists():
         done = read_identity(fold_dir / "train.done")
         if done == identity["hash"]:
@@ -188,8 +222,14 @@ def run(params, fold, fold_dir, rank, world, device):
              sum(p.numel() for p in model.parameters()) / 1e6, identity["hash"])
     log.info("model config: %s", model.config)
     hp = {k: getattr(params, k) for k in (*TRAIN_DEFAULTS, "seed")}
+    # Training items are (dump, utt): the utterance itself, then its speed-perturbed copies.
+    sources = [reader, *perturbed]
+    train_items = [(i, u) for i in range(len(sources)) for u in split["train"]]
+    if perturbed:
+        log.info("speed perturbation: %d training items (%d utterances x %d: factors 1 %s)", len(train_items),
+                 len(split["train"]), len(sources), " ".join(str(r.meta["speed"]) for r in perturbed))
     loaders = trainer.build_loaders(
-        dataset=FeatureDataset(reader, split["train"], targets["train"]),
+        dataset=FeatureDataset(StackedReader(sources), train_items, targets["train"] * len(sources)),
         dev_dataset=FeatureDataset(reader, split["dev"], targets["dev"]) if split["dev"] else None,
         params=hp, world=world, rank=rank, collate=pad_collate)
     optimizer = trainer.make_optimizer(model, hp)
