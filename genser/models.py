@@ -36,7 +36,7 @@ from genser.nn.layers import (
     masked_mean,
     spec_augment,
 )
-from genser.sampler import get_sampler
+from genser.sampler import get_sampler, time_grid
 from genser.schedules import SCHEDULE_DEFAULTS, build_schedule
 from genser.target_matching import perturb, sample_time, tm_loss
 from genser.taxonomy import TAXONOMY_DEFAULTS, build_taxonomy
@@ -365,16 +365,15 @@ class GenSERModel(SERModel):
         stats["acc"] = float((logits.argmax(-1) == targets).float().mean())
         return loss, stats
 
-    def generate(self, feats, lengths, nsteps=1, eta=0.0, generator=None, return_trajectory=False):
-        """Run the sampler: the terminal sample [B, Dc] (frame level: mean over valid frames).
-        ``nsteps=0`` returns the initial sample x1 itself: an ablation of what transport adds."""
+    def generate(self, feats, lengths, nsteps=1, eta=0.0, generator=None, callback=None):
+        """Run the sampler on ``time_grid(nsteps)``: the terminal sample [B, Dc] (frame level: mean
+        over valid frames); ``callback`` sees every step (genser.sampler). ``nsteps=0`` returns the
+        initial sample x1 itself: an ablation of what transport adds."""
         x1, cond, mask = self.condition(feats, lengths)
-        if nsteps == 0 and not return_trajectory:
+        if nsteps == 0:
             return self._pool(x1, mask)
-        out = self.sampler(lambda x, t: self.denoiser(x, t.to(x.dtype), cond), x1, self.schedule,
-                           nsteps=nsteps, eta=eta, generator=generator, return_trajectory=return_trajectory)
-        if return_trajectory:
-            return self._pool(out[0], mask), out[1]
+        out = self.sampler(lambda x, t: self.denoiser(x, t.to(x.dtype), cond), x1, time_grid(nsteps),
+                           self.schedule, eta=eta, generator=generator, callback=callback)
         return self._pool(out, mask)
 
     def _predict(self, feats, lengths, nsteps, eta, generator):

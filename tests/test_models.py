@@ -222,8 +222,11 @@ def test_genser_generation_is_seeded():
     a = model.predict(feats, lengths, nsteps=4, eta=0.8, generator=torch.Generator().manual_seed(5))
     b = model.predict(feats, lengths, nsteps=4, eta=0.8, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a["scores"], b["scores"])
-    x, traj = model.generate(feats, lengths, nsteps=3, return_trajectory=True)
-    assert x.shape == (5, model.taxonomy.dim) and traj["x0_hat"].shape == (3, 5, model.taxonomy.dim)
+    steps = []
+    x = model.generate(feats, lengths, nsteps=3, callback=steps.append)
+    assert x.shape == (5, model.taxonomy.dim) and [s["i"] for s in steps] == [0, 1, 2]
+    assert all(s["x0_hat"].shape == (5, model.taxonomy.dim) for s in steps)
+    assert torch.equal(steps[-1]["x"], x)
 
 
 def test_denoiser_shapes():
