@@ -9,7 +9,6 @@ from genser.schedules import (
     LinearMean,
     LogisticMean,
     NoStd,
-    Schedule,
     append_dims,
     build_schedule,
 )
