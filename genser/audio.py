@@ -130,9 +130,6 @@ class AudioReader:
         with torch.no_grad():
             return self._resamplers[key](wav.unsqueeze(0)).squeeze(0).contiguous()
 
-    # ``reader.read(...)`` reads more naturally in some call sites.
-    read = __call__
-
 
 # |x| at or above this is full scale: 32767/32768 is the largest positive 16-bit sample.
 FULL_SCALE = 1.0 - 2.0 ** -15

@@ -319,5 +319,3 @@ def speaker_folds(speakers, num_folds):
                 k += 1
     return folds
 
-
-make_corpus = generate_corpus

@@ -153,10 +153,6 @@ class Taxonomy(nn.Module):
             raise ValueError(f"temperature tau must be > 0, got {tau}")
         return torch.softmax(self.scores(x, metric) / tau, dim=-1)
 
-    def cosine_matrix(self):
-        """Pairwise cosine of the codes [K, K]."""
-        return pairwise_cosine(self.codes)
-
     def extra_repr(self):
         return f"K={self.num_classes}, dim={self.dim}, base={self.base}, spacing={self.spacing}, norm={self.norm}"
 

@@ -33,7 +33,7 @@ def read_counts(data_dir):
 
 
 def test_registry():
-    assert names() == ["cremad", "custom", "emodb", "iemocap", "meld", "ravdess", "synth", "urdu"]
+    assert names() == ["cremad", "custom", "emodb", "iemocap", "meld", "ravdess", "urdu"]
     assert get_corpus("emodb") is emodb
     with pytest.raises(ValueError, match="unknown corpus 'nope'"):
         get_corpus("nope")
@@ -49,16 +49,6 @@ def test_speaker_folds_are_seeded_disjoint_and_gender_balanced():
         assert sorted(spk2gender[s] for s in members) == ["f", "f", "m", "m"]
     with pytest.raises(ValueError, match="from 3 speakers"):
         assign_speaker_folds({"a": None, "b": None, "c": None}, 5)
-
-
-def test_synth_wrapper(tmp_path):
-    from genser.corpora import synth
-
-    synth.prepare(tmp_path / "synth", tmp_path / "all", num_speakers=2, utts_per_class=1,
-                  num_folds=2)
-    data = load(tmp_path / "all")
-    assert len(data) == 8 and sorted(set(data.fold.values())) == ["1", "2"]
-    assert read_counts(tmp_path / "all")["all"]["total"] == 8
 
 
 # ---------------------------------------------------------------------------------------- EmoDB

@@ -24,18 +24,6 @@ def str_or_none(value):
     return None if value is None or str(value).strip().lower() in ("", "none", "null") else str(value)
 
 
-def int_or_none(value):
-    """argparse type: an int, or None for none/null/empty."""
-    s = str_or_none(value)
-    return None if s is None else int(s)
-
-
-def float_or_none(value):
-    """argparse type: a float, or None for none/null/empty."""
-    s = str_or_none(value)
-    return None if s is None else float(s)
-
-
 def read_yaml(path):
     """Loads a YAML mapping (an empty file gives {}); anything else raises ValueError."""
     import yaml
