@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
 from genser.bin import decode, extract_feats, make_labels, train  # noqa: E402
-from genser.bin.score import load_experiment, score_experiment  # noqa: E402
+from genser.scoring import load_experiment, score_experiment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NSTEPS, ETAS = "1 2 3 5 10", "0.0 0.5"
