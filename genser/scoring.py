@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from genser.fileio import read_identity
+from genser.folds import fold_key
 from genser.metrics import confusion_matrix, summarize_confusion
 
 log = logging.getLogger("genser.score")
@@ -120,11 +121,6 @@ class Experiment:
 
     def folds_of(self, system, setting):
         return sorted((f for s, st, f in self.decodes if (s, st) == (system, setting)), key=fold_key)
-
-
-def fold_key(fold):
-    """Folds sort numerically when they are numbers ("2" before "10"), else by name."""
-    return (0, int(fold), fold) if fold.isdigit() else (1, 0, fold)
 
 
 def parse_setting(setting):

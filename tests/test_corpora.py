@@ -14,7 +14,8 @@ from corpus_fixtures import (CREMAD_FILES, EMODB_FILES, MELD_ROWS, emodb_expecte
 from genser.corpora import CorpusError, get_corpus, names
 from genser.corpora import cremad, custom, emodb, iemocap, meld, ravdess
 from genser.corpora.base import assign_speaker_folds, read_fold_file
-from genser.datadir import load_data_dir, validate_data_dir
+from genser.datadir import load_data_dir
+from genser.validate import validate_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GENSER_SHARED", Path(__file__).resolve().parents[2] / "shared"))

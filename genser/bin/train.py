@@ -24,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
-from genser.datadir import ATTR_OF_TASK, fold_split, load_data_dir
+from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, model_layers, pad_collate, read_scp
 from genser.fileio import atomic_write, read_identity, read_list, write_list
+from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
 from genser.models import build_model, resolve_config, save_model
 from genser.trainer import TRAIN_DEFAULTS, TrainingError, targets_of

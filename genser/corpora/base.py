@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from genser.fileio import atomic_open
+from genser.folds import fold_key
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,8 @@ def kaldi_id(text):
 
 
 def fold_order(folds):
-    """Sorts fold names naturally: numbers by value, then train/dev/test, then the rest."""
-    special = {"train": 0, "dev": 1, "test": 2}
-
-    def key(fold):
-        if fold.isdigit():
-            return (0, int(fold), fold)
-        return (1, special.get(fold, 3), fold)
-
-    return sorted(folds, key=key)
+    """Sorts fold names naturally (genser.folds.fold_key)."""
+    return sorted(folds, key=fold_key)
 
 
 def count_table(records):
