@@ -15,7 +15,8 @@ import soundfile as sf
 import torch
 
 from genser.bin import infer
-from genser.models import build_model, save_model
+from genser.checkpoint import save_model
+from genser.models import build_model
 
 pytestmark = pytest.mark.badinput
 

@@ -5,19 +5,16 @@ import os
 import pytest
 import torch
 
+from genser.checkpoint import ModelError, load_model, save_model
+from genser.config import DEFAULT_CONFIG, resolve_config
 from genser.models import (
-    DEFAULT_CONFIG,
     AttentivePooling,
     ClassifierModel,
     Featurizer,
     FrameEncoder,
     GenSERModel,
     MeanPooling,
-    ModelError,
     build_model,
-    load_model,
-    resolve_config,
-    save_model,
 )
 from genser.nn import Denoiser, lengths_to_mask, masked_mean
 

@@ -16,11 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
+from genser.checkpoint import load_model
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, pad_collate
 from genser.fileio import atomic_open
 from genser.metrics import summarize
-from genser.models import load_model
 from genser.trainer import targets_of
 
 log = logging.getLogger("genser.decode")

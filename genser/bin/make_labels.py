@@ -16,10 +16,10 @@ import torch
 import yaml
 
 from genser.bin.common import setup_logging
+from genser.config import DEFAULT_CONFIG
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.fileio import atomic_open, write_list
 from genser.folds import test_folds
-from genser.models import DEFAULT_CONFIG
 from genser.taxonomy import build_taxonomy, pairwise_cosine
 
 log = logging.getLogger("genser.make_labels")
