@@ -85,6 +85,7 @@ if [ $# -gt 0 ]; then
     exit 2
 fi
 . ./path.sh
+. ./db.sh
 . ./cmd.sh
 
 case "${task}" in
