@@ -88,7 +88,7 @@ def test_emodb_refuses_unknown_code_and_speaker(tmp_path):
     (root / "wav" / "03a01Xa.wav").rename(root / "wav" / "04a01Wa.wav")
     with pytest.raises(CorpusError, match=r"04a01Wa\.wav: unknown speaker id '04'"):
         emodb.prepare(root, tmp_path / "data", allow_incomplete=True)
-    with pytest.raises(CorpusError, match="pass --corpus_dir"):
+    with pytest.raises(CorpusError, match="Pass --corpus_dir"):
         emodb.prepare(tmp_path / "nowhere", tmp_path / "data")
 
 
@@ -376,7 +376,7 @@ def run_data_sh(tmp_path, corpus, *args):
         pytest.skip("utils/parse_options.sh or utils/validate_data_dir.sh not there yet")
     work = tmp_path / f"egs_{corpus}"
     work.mkdir()
-    for name in ("local", "utils", "path.sh"):
+    for name in ("local", "utils", "path.sh", "db.sh"):
         os.symlink(REPO / "egs" / corpus / name, work / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "local/data.sh", *map(str, args)], cwd=work, env=env,

@@ -249,6 +249,34 @@ def read_fold_file(path):
     return out
 
 
+def download_and_unzip(name, url, dest_dir, extract_to=None):
+    """Fetches the zip at ``url`` into ``dest_dir`` and unpacks it into ``extract_to`` (default:
+    ``dest_dir``); the archive is written as .part and renamed, so a broken fetch leaves no zip."""
+    import urllib.request
+    import zipfile
+
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    archive = dest_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    part = archive.with_name(archive.name + ".part")
+    logger.info("%s: downloading %s -> %s", name, url, archive)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+            while block := resp.read(1 << 20):
+                out.write(block)
+    except OSError as exc:  # URLError, HTTPError and socket errors are all OSErrors
+        part.unlink(missing_ok=True)
+        raise CorpusError(f"{name}: could not download {url} ({exc}). Download and unzip it "
+                          f"yourself, then pass --corpus_dir") from exc
+    os.replace(part, archive)
+    try:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(extract_to or dest_dir)
+    except zipfile.BadZipFile as exc:
+        raise CorpusError(f"{name}: {archive} (from {url}) is not a zip archive: {exc}") from exc
+    return archive
+
+
 def abspath(path):
     """Absolute path without resolving symlinks (keeps the user's own links visible)."""
     return os.path.abspath(os.fspath(path))
