@@ -84,17 +84,21 @@ class DataDir:
             raise ValueError(f"data dir {self.path}: no utt2{attr} for task {task!r}")
         return sorted(set(values.values()))
 
-    def targets(self, task, utts=None):
-        """Integer class index of each utterance for ``task`` (raises naming an unknown label)."""
+    def targets(self, task, utts=None, labels=None):
+        """Integer class index of each utterance for ``task`` in ``labels`` (default: the data
+        dir's own label list); a missing or unknown label raises, naming the utterance and file."""
         attr = ATTR_OF_TASK.get(task, task)
-        labels = self.labels(task)
+        labels = self.labels(task) if labels is None else list(labels)
         index = {lab: i for i, lab in enumerate(labels)}
         values = self.attr(attr)
+        path = self.path / f"utt2{attr}"
         out = []
         for utt in self.utts if utts is None else utts:
-            if values.get(utt) not in index:
-                raise ValueError(f"utt {utt}: label {values.get(utt)!r} of utt2{attr} in {self.path} "
-                                 f"is not in labels.{attr} {labels}")
+            if utt not in values:
+                raise ValueError(f"utterance {utt} has no label in {path}")
+            if values[utt] not in index:
+                raise ValueError(f"utterance {utt}: label {values[utt]!r} in {path} is not in the label "
+                                 f"list {labels}")
             out.append(index[values[utt]])
         return out
 

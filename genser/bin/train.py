@@ -32,7 +32,7 @@ from genser.fileio import atomic_write, read_identity, read_list, write_list
 from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
 from genser.models import build_model
-from genser.trainer import TRAIN_DEFAULTS, TrainingError, targets_of
+from genser.trainer import TRAIN_DEFAULTS, TrainingError
 
 log = logging.getLogger("genser.train")
 
@@ -145,7 +145,7 @@ def prepare_fold(params, fold):
         raise ValueError(f"fold {fold}: empty split (train {len(train)}, test {len(test)}) "
                          f"from {params.data_dir}/utt2fold")
     split = {"train": train, "dev": dev, "test": test}
-    targets = {name: targets_of(data, params.task, labels, utts, params.data_dir) for name, utts in split.items()}
+    targets = {name: data.targets(params.task, utts, labels) for name, utts in split.items()}
     return labels, split, targets
 
 
