@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from genser.datadir import GENDERS
+
 logger = logging.getLogger(__name__)
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
-GENDERS = ("f", "m")
 
 # Vowel formants (F1, F2, F3, F4) in Hz of an adult male voice (after Peterson & Barney 1952).
 VOWELS = np.array([

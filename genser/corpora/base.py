@@ -6,27 +6,18 @@ import random
 import re
 from pathlib import Path
 
+from genser.datadir import GENDERS
 from genser.fileio import atomic_open
 from genser.folds import fold_key
 
 logger = logging.getLogger(__name__)
 
-GENDER_LABELS = ["f", "m"]  # fixed order of labels.gender for every corpus (as genser.datadir)
+GENDER_LABELS = list(GENDERS)  # fixed order of labels.gender for every corpus
 ALL = "all"  # name of the pooled row in the counts table
 
 
 class CorpusError(ValueError):
     """A corpus copy that is damaged, incomplete or not laid out as expected."""
-
-
-def str2bool(value):
-    """ESPnet-style boolean option: only "true"/"false" (any case) are accepted."""
-    if isinstance(value, bool):
-        return value
-    low = str(value).lower()
-    if low not in ("true", "false"):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return low == "true"
 
 
 def kaldi_id(text):

@@ -13,8 +13,9 @@ import logging
 import re
 from pathlib import Path
 
+from genser.bin.common import str2bool
 from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, assign_speaker_folds,
-                                 finalize, read_fold_file, str2bool)
+                                 finalize, read_fold_file)
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ import logging
 import re
 from pathlib import Path
 
+from genser.bin.common import str2bool
 from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, assign_speaker_folds,
-                                 finalize, kaldi_id, missing_files, str2bool)
+                                 finalize, kaldi_id, missing_files)
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import logging
 import re
 from pathlib import Path
 
-from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, finalize, missing_files,
-                                 str2bool)
+from genser.bin.common import str2bool
+from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, finalize, missing_files
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from genser.corpora.base import CorpusError, abspath, finalize, kaldi_id, missing_files, str2bool
+from genser.bin.common import str2bool
+from genser.corpora.base import CorpusError, abspath, finalize, kaldi_id, missing_files
 
 logger = logging.getLogger(__name__)
 

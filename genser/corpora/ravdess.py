@@ -14,7 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, download_and_unzip, finalize, str2bool
+from genser.bin.common import str2bool
+from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, download_and_unzip, finalize
 
 logger = logging.getLogger(__name__)
 
