@@ -61,6 +61,17 @@ def save_model(path, model, extra=None):
         torch.save(payload, fh)
 
 
+def _upgrade(config, path):
+    """The config of an older checkpoint in today's schema: ``taxonomy.metric`` is gone (the
+    decision is cosine, docs/METHOD.md §2.7), so a stored "cosine" is dropped and anything else refused."""
+    tax = config.get("taxonomy") if isinstance(config, dict) else None
+    if not isinstance(tax, dict) or "metric" not in tax:
+        return config
+    if tax["metric"] != "cosine":
+        raise ModelError(f"{path}: taxonomy.metric {tax['metric']!r} is no longer supported (cosine only)")
+    return {**config, "taxonomy": {k: v for k, v in tax.items() if k != "metric"}}
+
+
 def load_model(path, map_location="cpu"):
     """(model in eval mode, extra) from a checkpoint written by ``save_model``."""
     path = os.fspath(path)
@@ -75,7 +86,7 @@ def load_model(path, map_location="cpu"):
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ModelError(f"{path}: unsupported checkpoint version {ckpt.get('version')!r}")
     try:
-        model = build_model(ckpt["config"], ckpt["labels"], ckpt["input_dim"], ckpt["num_layers"])
+        model = build_model(_upgrade(ckpt["config"], path), ckpt["labels"], ckpt["input_dim"], ckpt["num_layers"])
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{path}: checkpoint does not match its config: {exc}") from exc

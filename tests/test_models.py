@@ -344,6 +344,25 @@ def test_checkpoint_round_trip(tmp_path, conf):
     assert {"config", "labels", "input_dim", "num_layers", "state_dict", "extra"} <= set(ckpt)
 
 
+def test_checkpoint_of_the_metric_era_loads(tmp_path):
+    # Checkpoints written before taxonomy.metric was removed store metric: cosine, the decision
+    # genser still makes; they load unchanged. Another stored metric is refused by name.
+    torch.manual_seed(0)
+    model = build_model({}, LABELS, D, L)
+    path = tmp_path / "old.pt"
+    save_model(path, model)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["taxonomy"]["metric"] = "cosine"
+    torch.save(ckpt, path)
+    loaded, _ = load_model(path)
+    feats, lengths, _ = _batch()
+    assert torch.equal(loaded.predict(feats, lengths)["scores"], model.eval().predict(feats, lengths)["scores"])
+    ckpt["config"]["taxonomy"]["metric"] = "l2"
+    torch.save(ckpt, path)
+    with pytest.raises(ModelError, match="old.pt: taxonomy.metric 'l2'"):
+        load_model(path)
+
+
 def test_load_model_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
