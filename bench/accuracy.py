@@ -90,7 +90,7 @@ def run_experiment(*, args, data, dump, exp, task, seed, systems, model_conf):
     exp.mkdir(parents=True, exist_ok=True)
     if not (exp / "folds.txt").exists():
         quiet(make_labels.main, ["--data_dir", str(data), "--task", task, "--folds", args.folds,
-                                 "--config", args.config, "--out_dir", str(exp)], exp / "bench.log")
+                                 "--out_dir", str(exp)], exp / "bench.log")
     folds = (exp / "folds.txt").read_text().split()
     for system, fold in itertools.product(systems, folds):
         fold_dir = exp / system / f"fold_{fold}"

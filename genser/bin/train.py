@@ -32,6 +32,7 @@ from genser.fileio import atomic_write, read_identity, read_list, write_list
 from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
 from genser.models import build_model
+from genser.taxonomy import format_cosine_matrix
 from genser.trainer import TRAIN_DEFAULTS, TrainingError
 
 log = logging.getLogger("genser.train")
@@ -182,6 +183,8 @@ def run(params, fold, fold_dir, rank, world, device):
              fold, len(split["train"]), len(split["dev"]), len(split["test"]), params.model,
              sum(p.numel() for p in model.parameters()) / 1e6, identity["hash"])
     log.info("model config: %s", model.config)
+    if model.kind == "genser":  # the margin between codes bounds what the sampler can separate
+        log.info("taxonomy codes, pairwise cosine:\n%s", format_cosine_matrix(model.taxonomy.codes, labels))
     hp = {k: getattr(params, k) for k in (*TRAIN_DEFAULTS, "seed")}
     loaders = trainer.build_loaders(
         dataset=FeatureDataset(reader, split["train"], targets["train"]),
