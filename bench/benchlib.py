@@ -7,7 +7,7 @@ import os
 import shlex
 from pathlib import Path
 
-from genser.bin.score import environment
+from genser.report import environment
 from genser.fileio import atomic_write
 
 

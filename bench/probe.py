@@ -20,8 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tune  # noqa: E402  (inner_splits: the same speaker-grouped inner folds as the tuning)
 
-from genser.datadir import ATTR_OF_TASK, load_data_dir, test_folds  # noqa: E402
+from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
 from genser.features import FeatureReader, load_all  # noqa: E402
+from genser.folds import test_folds  # noqa: E402
 from genser.metrics import summarize  # noqa: E402
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)

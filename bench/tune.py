@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, write_results  # noqa: E402
 
 from genser import trainer  # noqa: E402
-from genser.datadir import ATTR_OF_TASK, load_data_dir, test_folds  # noqa: E402
+from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
 from genser.features import FeatureDataset, FeatureReader, load_all, pad_collate  # noqa: E402
+from genser.folds import test_folds  # noqa: E402
 from genser.metrics import summarize  # noqa: E402
 from genser.models import build_model  # noqa: E402
 

@@ -131,9 +131,6 @@ class AudioReader:
         with torch.no_grad():
             return self._resamplers[key](wav.unsqueeze(0)).squeeze(0).contiguous()
 
-    # ``reader.read(...)`` reads more naturally in some call sites.
-    read = __call__
-
 
 # Speed perturbation (Ko et al., Interspeech 2015; Kaldi's and ESPnet's "sox speed"): factors
 # outside this range distort speech beyond what the field uses (0.9, 1.0, 1.1 is the convention).

@@ -10,7 +10,8 @@ Two problems are fixed here, in the user's environment, whatever installed it:
    the import.  When the extension loads, nothing changes.
 2. s3prl 0.4.18 uses names that torchaudio >= 2.9 removed (``set_audio_backend``,
    ``sox_effects``, ``info``; ``load``/``save`` now need torchcodec).  After torchaudio is
-   imported, only the missing or unusable ones are supplied, backed by soundfile.
+   imported, only the missing or unusable ones are supplied: the I/O backed by soundfile,
+   ``sox_effects`` by name only (s3prl imports it; genser applies no effect).
 
 Importing this module is cheap: torch and torchaudio are only touched when someone imports them.
 """
@@ -18,7 +19,6 @@ import importlib
 import importlib.abc
 import importlib.util
 import logging
-import re
 import sys
 import types
 from dataclasses import dataclass
@@ -31,8 +31,8 @@ EXTENSION_ERROR = None
 PATCHED = []
 
 _SOX_HINT = (
-    "genser.compat supplies a soundfile-based torchaudio.sox_effects with a few effects only; "
-    "install a torchaudio build with sox support for the others"
+    "genser.compat supplies torchaudio.sox_effects by name only, for s3prl's imports; install a "
+    "torchaudio build with sox support to apply effects"
 )
 
 
@@ -272,140 +272,25 @@ def sf_save(uri, src, sample_rate, channels_first=True, format=None, encoding=No
 
 
 # ----------------------------------------------------------------------------------------------
-# sox_effects: a handful of effects, implemented honestly; the rest raise NotImplementedError.
+# sox_effects: the names s3prl imports at load time (s3prl.hub -> mos_prediction/expert.py);
+# genser applies no sox effect, so calling one says so.
 # ----------------------------------------------------------------------------------------------
-def _seconds_or_samples(value, sr):
-    """Parses a sox time: '1.5' (seconds), '800s' (samples) or '[[h:]m:]s'."""
-    value = str(value)
-    if value.endswith("s"):
-        return int(value[:-1])
-    secs = 0.0
-    for part in value.split(":"):
-        secs = secs * 60 + float(part)
-    return int(round(secs * sr))
-
-
-def _db_to_amp(db):
-    return 10.0 ** (float(db) / 20.0)
-
-
-def _effect_channels(wav, sr, args):
-    n = int(args[0])
-    if n == wav.shape[0]:
-        return wav, sr
-    if n == 1:
-        return wav.mean(dim=0, keepdim=True), sr
-    if wav.shape[0] == 1:
-        return wav.expand(n, -1).clone(), sr
-    raise NotImplementedError(f"sox effect 'channels {n}' from {wav.shape[0]} channels: {_SOX_HINT}")
-
-
-def _effect_rate(wav, sr, args):
-    import torchaudio.functional as F
-
-    new_sr = int(float(args[-1].rstrip("k")) * (1000 if args[-1].endswith("k") else 1))
-    if new_sr == sr:
-        return wav, sr
-    return F.resample(wav, sr, new_sr), new_sr
-
-
-def _effect_gain(wav, sr, args):
-    args = list(args)
-    normalize = "-n" in args
-    args = [a for a in args if not a.startswith("-") or re.fullmatch(r"-[0-9.]+", a)]
-    db = float(args[0]) if args else 0.0
-    if normalize:
-        return _effect_norm(wav, sr, [str(db)])
-    return wav * _db_to_amp(db), sr
-
-
-def _effect_norm(wav, sr, args):
-    db = float(args[0]) if args else 0.0
-    peak = wav.abs().max()
-    if peak <= 0:
-        return wav, sr
-    return wav * (_db_to_amp(db) / peak), sr
-
-
-def _effect_vol(wav, sr, args):
-    if len(args) > 1 and args[1] == "dB":
-        return wav * _db_to_amp(args[0]), sr
-    if str(args[0]).endswith("dB"):
-        return wav * _db_to_amp(str(args[0])[:-2]), sr
-    return wav * float(args[0]), sr
-
-
-def _effect_pad(wav, sr, args):
-    import torch
-
-    if any("@" in a for a in args):
-        raise NotImplementedError(f"sox effect 'pad' with '@' positions: {_SOX_HINT}")
-    front = _seconds_or_samples(args[0], sr) if args else 0
-    back = _seconds_or_samples(args[1], sr) if len(args) > 1 else 0
-    c = wav.shape[0]
-    return torch.cat([wav.new_zeros(c, front), wav, wav.new_zeros(c, back)], dim=1), sr
-
-
-def _effect_trim(wav, sr, args):
-    start = _seconds_or_samples(args[0], sr)
-    if len(args) > 1:
-        if str(args[1]).startswith("="):
-            end = _seconds_or_samples(args[1][1:], sr)
-        elif str(args[1]).startswith("-"):
-            end = wav.shape[1] - _seconds_or_samples(args[1][1:], sr)
-        else:
-            end = start + _seconds_or_samples(args[1], sr)
-        return wav[:, start:end], sr
-    return wav[:, start:], sr
-
-
-def _effect_reverse(wav, sr, args):
-    return wav.flip(1), sr
-
-
-_EFFECTS = {
-    "channels": _effect_channels,
-    "rate": _effect_rate,
-    "gain": _effect_gain,
-    "norm": _effect_norm,
-    "vol": _effect_vol,
-    "pad": _effect_pad,
-    "trim": _effect_trim,
-    "reverse": _effect_reverse,
-}
-
-
 def apply_effects_tensor(tensor, sample_rate, effects, channels_first=True):
-    """Applies sox-style ``effects`` ([["rate", "16000"], ...]) to a [C, T] tensor."""
-    wav = tensor if channels_first else tensor.t()
-    if wav.dim() != 2:
-        raise ValueError(f"apply_effects_tensor expects a 2-D tensor, got shape {tuple(tensor.shape)}")
-    wav = wav.float()
-    sr = int(sample_rate)
-    for effect in effects:
-        name, args = effect[0], [str(a) for a in effect[1:]]
-        if name not in _EFFECTS:
-            raise NotImplementedError(
-                f"sox effect {name!r} is not available (supported: {', '.join(sorted(_EFFECTS))}); "
-                + _SOX_HINT)
-        wav, sr = _EFFECTS[name](wav, sr, args)
-    return (wav if channels_first else wav.t()), sr
+    """Stand-in for torchaudio.sox_effects.apply_effects_tensor: raises NotImplementedError."""
+    raise NotImplementedError(f"sox effects {[e[0] for e in effects]} are not available: " + _SOX_HINT)
 
 
 def apply_effects_file(path, effects, normalize=True, channels_first=True, format=None):
-    """Loads ``path`` with soundfile, then applies ``effects`` like apply_effects_tensor."""
-    wav, sr = sf_load(str(path), normalize=True)
-    return apply_effects_tensor(wav, sr, effects, channels_first=channels_first)
+    """Stand-in for torchaudio.sox_effects.apply_effects_file: raises NotImplementedError."""
+    raise NotImplementedError(f"sox effects {[e[0] for e in effects]} on {path} are not available: "
+                              + _SOX_HINT)
 
 
 def _make_sox_effects_module():
     mod = types.ModuleType("torchaudio.sox_effects",
-                           "Partial soundfile-based stand-in for torchaudio.sox_effects (genser).")
+                           "Names-only stand-in for torchaudio.sox_effects (genser.compat).")
     mod.apply_effects_tensor = apply_effects_tensor
     mod.apply_effects_file = apply_effects_file
-    mod.effect_names = lambda: sorted(_EFFECTS)
-    mod.init_sox_effects = lambda: None
-    mod.shutdown_sox_effects = lambda: None
     mod.__file__ = __file__
     return mod
 
@@ -429,12 +314,6 @@ def import_s3prl():
     s3prl = importlib.import_module("s3prl")
     importlib.import_module("s3prl.nn")
     return s3prl
-
-
-def extension_available():
-    """True when torchaudio's C++ extension is loaded (forced_align, rnnt_loss, lfilter fast path)."""
-    ta = import_torchaudio()
-    return bool(getattr(ta._extension, "_IS_TORCHAUDIO_EXT_AVAILABLE", False))
 
 
 install()

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 LABEL_SETS = ("shared", "full")
 # Default shared taxonomy: the four classes that cross-corpus SER shares (as in EmoBox).
 SHARED_LABELS = ("neutral", "happy", "angry", "sad")
-TRAIN_FOLD = "train"  # never a test fold (genser.datadir.NON_TEST_FOLDS)
+TRAIN_FOLD = "train"  # never a test fold (genser.folds.NON_TEST_FOLDS)
 
 
 class CrossError(ValueError):

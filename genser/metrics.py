@@ -70,26 +70,6 @@ def per_class_f1(cm):
         return np.where(denom > 0, 2 * tp / denom, np.nan)
 
 
-def unweighted_accuracy(ref, hyp, num_classes):
-    """UA: mean per-class recall over the classes present in ``ref``."""
-    return _ua(_cm(ref, hyp, num_classes))
-
-
-def weighted_accuracy(ref, hyp, num_classes):
-    """WA: plain accuracy (share of utterances whose hypothesis equals the reference)."""
-    return _wa(_cm(ref, hyp, num_classes))
-
-
-def macro_f1(ref, hyp, num_classes):
-    """Mean F1 over the classes present in ref or hyp (sklearn's macro F1, labels=None)."""
-    return _macro_f1(_cm(ref, hyp, num_classes))
-
-
-def weighted_f1(ref, hyp, num_classes):
-    """F1 per class weighted by its reference support (sklearn's weighted F1)."""
-    return _weighted_f1(_cm(ref, hyp, num_classes))
-
-
 def summarize(ref, hyp, num_classes):
     """All metrics at once: dict(ua, wa, macro_f1, weighted_f1, n) (fractions, n = #utterances)."""
     return summarize_confusion(_cm(ref, hyp, num_classes))

@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "append_dims",
+    "path_mean",
     "MeanSchedule",
     "LogisticMean",
     "LinearMean",
@@ -40,6 +41,15 @@ def append_dims(x, target_dims):
     if missing < 0:
         raise ValueError(f"input has {x.ndim} dims but target_dims is {target_dims}, which is less")
     return x[(...,) + (None,) * missing]
+
+
+def path_mean(x0, x1, a):
+    """Eq. (docs/METHOD.md §2.1): the mean of x_t, (1 - a) x0 + a x1, for a = a(t) broadcast over x0.
+
+    The one path mean of genser: the perturbation (x0 the code) and the samplers (x0 the current
+    estimate) both use it.
+    """
+    return (1.0 - a) * x0 + a * x1
 
 
 def _as_tensor(t):
@@ -214,36 +224,6 @@ class Schedule:
     def std_deriv(self, t):
         """s'(t) (infinite at the ends for the bridge)."""
         return self.std_schedule.std_deriv(t)
-
-    def marginal_mean(self, x0, x1, t):
-        """Eq. (docs/METHOD.md §2.1): E[x_t] = (1 - a(t)) x0 + a(t) x1, t broadcast per example."""
-        a = self.mean(t)
-        if isinstance(a, torch.Tensor):
-            a = append_dims(a.to(x0.dtype), x0.ndim)
-        return (1.0 - a) * x0 + a * x1
-
-    def snr(self, t, p0=1.0, p1=1.0):
-        """SNR(t) = p0 (1 - a)^2 / (p1 a^2 + s^2): label-code power against the rest of x_t.
-
-        p0 and p1 are the per-dimension powers of x0 and x1 (1 for codes scaled to norm sqrt(dim)
-        and unit-variance x1). SNR falls from +inf at t=0 to 0 at t=1, the trajectory a sampler
-        walks backwards.
-        """
-        t, scalar = _as_tensor(t)
-        a = self.mean_schedule.mean(t)
-        s = self.std_schedule.std(t)
-        den = p1 * a**2 + s**2
-        num = p0 * (1.0 - a) ** 2
-        val = torch.where(den > 0, num / den.clamp_min(1e-300), torch.full_like(num, math.inf))
-        return _out(val, scalar)
-
-    def describe(self):
-        """A config-style dict of this schedule."""
-        d = {"mean": self.mean_schedule.name}
-        if isinstance(self.mean_schedule, LogisticMean):
-            d.update(k=self.mean_schedule.k, m=self.mean_schedule.m)
-        d["sigma"] = getattr(self.std_schedule, "sigma", 0.0)
-        return d
 
     def __repr__(self):
         return f"Schedule({self.mean_schedule!r}, {self.std_schedule!r})"

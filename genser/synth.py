@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from genser.datadir import GENDERS
+
 logger = logging.getLogger(__name__)
 
 EMOTIONS = ("neutral", "happy", "angry", "sad")
-GENDERS = ("f", "m")
 
 # Vowel formants (F1, F2, F3, F4) in Hz of an adult male voice (after Peterson & Barney 1952).
 VOWELS = np.array([
@@ -319,5 +320,3 @@ def speaker_folds(speakers, num_folds):
                 k += 1
     return folds
 
-
-make_corpus = generate_corpus

@@ -6,7 +6,7 @@ stochastic target; only the input ``x_t`` is random.
 import torch
 import torch.nn.functional as F
 
-from genser.schedules import append_dims
+from genser.schedules import append_dims, path_mean
 
 __all__ = ["perturb", "sample_time", "tm_loss"]
 
@@ -28,7 +28,7 @@ def perturb(x0, x1, t, noise, schedule):
     if t.ndim != 1 or t.shape[0] != x0.shape[0]:
         raise ValueError(f"t must have shape [{x0.shape[0]}], got {tuple(t.shape)}")
     a = append_dims(schedule.mean(t).to(x0.dtype), x0.ndim)
-    xt = (1.0 - a) * x0 + a * x1
+    xt = path_mean(x0, x1, a)
     if noise is not None:
         s = append_dims(schedule.std(t).to(x0.dtype), x0.ndim)
         xt = xt + s * noise

@@ -32,10 +32,8 @@ __all__ = [
     "HierarchicalTaxonomy",
     "build_taxonomy",
     "TAXONOMY_DEFAULTS",
-    "METRICS",
 ]
 
-METRICS = ("cosine", "dot", "l2")
 TAXONOMY_DEFAULTS = {
     # flat | joint (labels "a/b") | grouped (groups: {label: parent}) | hierarchical (families)
     "type": "flat",
@@ -43,7 +41,6 @@ TAXONOMY_DEFAULTS = {
     "base": 1000.0,
     "spacing": 10750.0,
     "norm": "sqrt_dim",  # sqrt_dim | unit
-    "metric": "cosine",
     "groups": None,
     "sep": "/",
     # hierarchical: {label: family}; may name labels of other corpora too (one map per project)
@@ -105,18 +102,19 @@ class Taxonomy(nn.Module):
     Args:
         labels: class names in the fixed class order.
         dim, base, spacing, norm: see ``sinusoidal_codes``.
-        metric: default similarity for ``scores``/``decide``/``posteriors``.
+
+    Scores are cosine similarities. All codes have the same norm, so the dot product and the
+    negative squared L2 distance would give the same decisions (docs/METHOD.md §2.7).
     """
 
-    def __init__(self, labels, dim=64, base=1000.0, spacing=10750.0, norm="sqrt_dim", metric="cosine"):
+    def __init__(self, labels, dim=64, base=1000.0, spacing=10750.0, norm="sqrt_dim"):
         super().__init__()
         labels = [str(x) for x in labels]
         if not labels:
             raise ValueError("a taxonomy needs at least one label")
         if len(set(labels)) != len(labels):
             raise ValueError(f"duplicate labels in {labels}")
-        _check_metric(metric)
-        self.labels, self.dim, self.metric = labels, int(dim), metric
+        self.labels, self.dim = labels, int(dim)
         self.base, self.spacing, self.norm = float(base), float(spacing), norm
         # Persistent buffer: a checkpoint decodes against exactly the codes it was trained with.
         self.register_buffer("codes", self._make_codes())
@@ -139,23 +137,19 @@ class Taxonomy(nn.Module):
         """Codes [B, D] of class indices [B]."""
         return self.codes[targets]
 
-    def scores(self, x, metric=None):
-        """Similarity [..., K] of x [..., D] to every code: cosine, dot, or negative squared L2."""
-        return similarity(x, self.codes, metric or self.metric)
+    def scores(self, x):
+        """Cosine similarity [..., K] of x [..., D] to every code."""
+        return similarity(x, self.codes)
 
-    def decide(self, x, metric=None):
+    def decide(self, x):
         """Argmax class index [...] of x [..., D]."""
-        return self.scores(x, metric).argmax(dim=-1)
+        return self.scores(x).argmax(dim=-1)
 
-    def posteriors(self, x, tau=0.1, metric=None):
+    def posteriors(self, x, tau=0.1):
         """Softmax over scores / tau: rows sum to 1."""
         if not tau > 0:
             raise ValueError(f"temperature tau must be > 0, got {tau}")
-        return torch.softmax(self.scores(x, metric) / tau, dim=-1)
-
-    def cosine_matrix(self):
-        """Pairwise cosine of the codes [K, K]."""
-        return pairwise_cosine(self.codes)
+        return torch.softmax(self.scores(x) / tau, dim=-1)
 
     def extra_repr(self):
         return f"K={self.num_classes}, dim={self.dim}, base={self.base}, spacing={self.spacing}, norm={self.norm}"
@@ -172,7 +166,7 @@ class HierarchicalTaxonomy(Taxonomy):
     """
 
     def __init__(self, levels, classes=None, dim=64, base=1000.0, spacing=10750.0, norm="sqrt_dim",
-                 metric="cosine", sep="/", level_dims=None):
+                 sep="/", level_dims=None):
         levels = [[str(x) for x in lv] for lv in levels]
         if len(levels) < 1 or any(not lv for lv in levels):
             raise ValueError(f"levels must be a non-empty list of non-empty label lists, got {levels}")
@@ -202,7 +196,7 @@ class HierarchicalTaxonomy(Taxonomy):
             paths.append(path)
         self.levels, self.level_dims, self.sep = levels, level_dims, sep
         self._paths = paths  # per class, its label at every level
-        super().__init__([sep.join(p) for p in paths], sum(level_dims), base, spacing, norm, metric)
+        super().__init__([sep.join(p) for p in paths], sum(level_dims), base, spacing, norm)
         # [K, n_levels]: index of each class's label within each level
         self.register_buffer(
             "level_index",
@@ -219,7 +213,7 @@ class HierarchicalTaxonomy(Taxonomy):
 
     def _make_codes(self):
         # Each level's block has the same norm for every label, so every joint code has the same
-        # norm too (sqrt(dim) for norm="sqrt_dim"), and cosine/dot/L2 keep the same argmax.
+        # norm too (sqrt(dim) for norm="sqrt_dim"), so the cosine decision is the dot-product one.
         return torch.cat([self._level_block(j)[[lv.index(p[j]) for p in self._paths]]
                           for j, lv in enumerate(self.levels)], dim=1)
 
@@ -227,38 +221,26 @@ class HierarchicalTaxonomy(Taxonomy):
         """Codes [K_level, d_level] of one level's labels (the blocks of the joint codes)."""
         return self._level_block(level).to(self.codes)
 
-    def level_scores(self, x, level, metric=None):
-        """Similarity [..., K_level] of the level's block of x to that level's codes."""
+    def level_scores(self, x, level):
+        """Cosine similarity [..., K_level] of the level's block of x to that level's codes."""
         start = sum(self.level_dims[:level])
         part = x[..., start:start + self.level_dims[level]]
-        return similarity(part, self.level_codes(level), metric or self.metric)
+        return similarity(part, self.level_codes(level))
 
-    def decide_levels(self, x, metric=None):
+    def decide_levels(self, x):
         """Per-level argmax: list (one per level) of indices [...] into ``levels[j]``."""
-        return [self.level_scores(x, j, metric).argmax(dim=-1) for j in range(len(self.levels))]
+        return [self.level_scores(x, j).argmax(dim=-1) for j in range(len(self.levels))]
 
     def extra_repr(self):
         return super().extra_repr() + f", levels={[len(lv) for lv in self.levels]}"
 
 
-def similarity(x, codes, metric="cosine"):
-    """Scores [..., K] of x [..., D] against codes [K, D]; higher is more similar for every metric."""
-    _check_metric(metric)
+def similarity(x, codes):
+    """Cosine similarity [..., K] of x [..., D] to codes [K, D]."""
     if x.shape[-1] != codes.shape[-1]:
         raise ValueError(f"vector dim {x.shape[-1]} does not match code dim {codes.shape[-1]}")
     codes = codes.to(x.dtype)
-    if metric == "cosine":
-        return F.normalize(x, dim=-1, eps=1e-8) @ F.normalize(codes, dim=-1).T
-    if metric == "dot":
-        return x @ codes.T
-    # Negative squared distance. Expanded rather than cdist so that ties with dot are exact in
-    # spirit: -|x|^2 - |e|^2 + 2 x.e has the same argmax as x.e when all |e| are equal.
-    return -((x[..., None, :] - codes) ** 2).sum(-1)
-
-
-def _check_metric(metric):
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return F.normalize(x, dim=-1, eps=1e-8) @ F.normalize(codes, dim=-1).T
 
 
 def build_taxonomy(conf, labels):
@@ -275,7 +257,7 @@ def build_taxonomy(conf, labels):
     if unknown:
         raise ValueError(f"unknown taxonomy key(s) {sorted(unknown)}; known: {sorted(TAXONOMY_DEFAULTS)}")
     common = dict(dim=int(conf["dim"]), base=float(conf["base"]), spacing=float(conf["spacing"]),
-                  norm=conf["norm"], metric=conf["metric"])
+                  norm=conf["norm"])
     kind, sep = conf["type"], conf["sep"]
     if kind == "flat":
         if conf["groups"] is not None:

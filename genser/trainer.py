@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from genser.datadir import ATTR_OF_TASK
 from genser.fileio import atomic_open
 from genser.metrics import summarize
 
@@ -51,22 +50,6 @@ CLASS_BALANCE = ("none", "sampler")
 class TrainingError(RuntimeError):
     """Training cannot go on (divergence, a checkpoint of another experiment)."""
 
-
-def targets_of(data, task, labels, utts, data_dir):
-    """Label index per utterance; an unknown label is an error naming the utterance and file."""
-    attr = ATTR_OF_TASK[task]
-    utt2label = getattr(data, attr)
-    index = {label: i for i, label in enumerate(labels)}
-    targets = []
-    for utt in utts:
-        if utt not in utt2label:
-            raise ValueError(f"utterance {utt} has no label in {Path(data_dir) / ('utt2' + attr)}")
-        label = utt2label[utt]
-        if label not in index:
-            raise ValueError(f"utterance {utt}: label '{label}' in {Path(data_dir) / ('utt2' + attr)} "
-                             f"is not in the label list {labels}")
-        targets.append(index[label])
-    return targets
 
 def derive_seed(*keys):
     """A 63-bit seed from any tuple of keys (stable across processes and Python versions)."""

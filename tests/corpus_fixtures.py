@@ -68,7 +68,7 @@ def make_iemocap(root, utts=IEMOCAP_UTTS, skip_wav=()):
         lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
         for i, (utt, code) in enumerate(items):
             lines += [f"[{i * 3 + 1.0:.4f} - {i * 3 + 2.5:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 2.0000]",
-                      f"C-E1:\tNeutral state;\t()", f"A-E1:\tval 3; act 2; dom  2;\t()", ""]
+                      "C-E1:\tNeutral state;\t()", "A-E1:\tval 3; act 2; dom  2;\t()", ""]
             if utt not in skip_wav:
                 write_wav(sdir / "sentences" / "wav" / dialog / f"{utt}.wav", seed=i)
         eval_dir = sdir / "dialog" / "EmoEvaluation"

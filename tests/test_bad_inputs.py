@@ -15,7 +15,8 @@ import soundfile as sf
 import torch
 
 from genser.bin import infer
-from genser.models import build_model, save_model
+from genser.checkpoint import save_model
+from genser.models import build_model
 
 pytestmark = pytest.mark.badinput
 
@@ -360,7 +361,8 @@ def _about_clipping(record):
 
 # ---- 5. near-duplicate labels and speakers -------------------------------------------------
 def test_case5_validator_reports_near_duplicate_labels_and_speakers(tmp_path):
-    from genser.datadir import DataDirError, validate_data_dir, write_data_dir
+    from genser.datadir import DataDirError, write_data_dir
+    from genser.validate import validate_data_dir
 
     records = []
     for i, (spk, emo) in enumerate([("spk_16", "anger"), ("Spk_16", "Anger"), ("spk_16", "happy"),
@@ -394,7 +396,8 @@ def test_case5_custom_list_with_two_spellings_of_a_speaker(tmp_path):
 
 
 def _problems(d):
-    from genser.datadir import DataDirError, validate_data_dir
+    from genser.datadir import DataDirError
+    from genser.validate import validate_data_dir
 
     with pytest.raises(DataDirError) as err:
         validate_data_dir(d)

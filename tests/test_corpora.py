@@ -14,7 +14,8 @@ from corpus_fixtures import (CREMAD_FILES, EMODB_FILES, MELD_ROWS, emodb_expecte
 from genser.corpora import CorpusError, get_corpus, names
 from genser.corpora import cremad, custom, emodb, iemocap, meld, ravdess
 from genser.corpora.base import assign_speaker_folds, read_fold_file
-from genser.datadir import load_data_dir, validate_data_dir
+from genser.datadir import load_data_dir
+from genser.validate import validate_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GENSER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -33,7 +34,7 @@ def read_counts(data_dir):
 
 
 def test_registry():
-    assert names() == ["cremad", "custom", "emodb", "iemocap", "meld", "ravdess", "synth", "urdu"]
+    assert names() == ["cremad", "custom", "emodb", "iemocap", "meld", "ravdess", "urdu"]
     assert get_corpus("emodb") is emodb
     with pytest.raises(ValueError, match="unknown corpus 'nope'"):
         get_corpus("nope")
@@ -49,16 +50,6 @@ def test_speaker_folds_are_seeded_disjoint_and_gender_balanced():
         assert sorted(spk2gender[s] for s in members) == ["f", "f", "m", "m"]
     with pytest.raises(ValueError, match="from 3 speakers"):
         assign_speaker_folds({"a": None, "b": None, "c": None}, 5)
-
-
-def test_synth_wrapper(tmp_path):
-    from genser.corpora import synth
-
-    synth.prepare(tmp_path / "synth", tmp_path / "all", num_speakers=2, utts_per_class=1,
-                  num_folds=2)
-    data = load(tmp_path / "all")
-    assert len(data) == 8 and sorted(set(data.fold.values())) == ["1", "2"]
-    assert read_counts(tmp_path / "all")["all"]["total"] == 8
 
 
 # ---------------------------------------------------------------------------------------- EmoDB
@@ -97,7 +88,7 @@ def test_emodb_refuses_unknown_code_and_speaker(tmp_path):
     (root / "wav" / "03a01Xa.wav").rename(root / "wav" / "04a01Wa.wav")
     with pytest.raises(CorpusError, match=r"04a01Wa\.wav: unknown speaker id '04'"):
         emodb.prepare(root, tmp_path / "data", allow_incomplete=True)
-    with pytest.raises(CorpusError, match="pass --corpus_dir"):
+    with pytest.raises(CorpusError, match="Pass --corpus_dir"):
         emodb.prepare(tmp_path / "nowhere", tmp_path / "data")
 
 
@@ -385,7 +376,7 @@ def run_data_sh(tmp_path, corpus, *args):
         pytest.skip("utils/parse_options.sh or utils/validate_data_dir.sh not there yet")
     work = tmp_path / f"egs_{corpus}"
     work.mkdir()
-    for name in ("local", "utils", "path.sh"):
+    for name in ("local", "utils", "path.sh", "db.sh"):
         os.symlink(REPO / "egs" / corpus / name, work / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "local/data.sh", *map(str, args)], cwd=work, env=env,

@@ -8,13 +8,15 @@ import pytest
 import yaml
 
 from corpus_fixtures import write_wav
+from genser.config import resolve_config
 from genser.corpora import CorpusError, get_corpus
 from genser.corpora.base import balanced_speaker_folds
 from genser.cross import CrossError, build_cell, pool_corpora, read_label_map, write_train_config
-from genser.datadir import load_data_dir, validate_data_dir, write_data_dir
+from genser.datadir import load_data_dir, write_data_dir
 from genser.fileio import read_kv, write_kv, write_list
-from genser.models import build_model, resolve_config
+from genser.models import build_model
 from genser.taxonomy import build_taxonomy
+from genser.validate import validate_data_dir
 
 SHARED = ["neutral", "happy", "angry", "sad"]
 MAPS = {"a": {"anger": "angry", "joy": "happy", "calm": "neutral", "grief": "sad"},

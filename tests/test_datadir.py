@@ -1,11 +1,11 @@
-"""genser.datadir: writing, loading, validating, splitting and fold selection."""
+"""genser.datadir (writing, loading, splitting), genser.validate and genser.folds (fold selection)."""
 import numpy as np
 import pytest
 import soundfile as sf
 
-from genser import datadir
-from genser.datadir import (ATTR_OF_TASK, DataDirError, fold_split, load_data_dir, split_data_dir,
-                            validate_data_dir, write_data_dir)
+from genser.datadir import ATTR_OF_TASK, DataDirError, load_data_dir, split_data_dir, write_data_dir
+from genser.folds import fold_split, test_folds
+from genser.validate import validate_data_dir
 
 EMO = ["neutral", "happy", "angry", "sad"]
 
@@ -160,7 +160,7 @@ def test_split_data_dir(data_dir):
 
 def test_test_folds_and_fold_split(data_dir):
     data = load_data_dir(data_dir)
-    assert datadir.test_folds(data) == ["1", "2", "3"]
+    assert test_folds(data) == ["1", "2", "3"]
     train, dev, test = fold_split(data, "2", dev_ratio=0.25, seed=0)
     assert test == [u for u in data.utts if data.spk[u] in ("s2", "s5")]
     dev_spk = {data.spk[u] for u in dev}
@@ -177,7 +177,7 @@ def test_dev_and_train_folds_are_never_test(tmp_path):
     folds = {1: "1", 2: "2", 3: "dev", 4: "train", 5: "train", 6: "1"}
     d = write_data_dir(tmp_path / "d", make_records(tmp_path, folds=folds, audio=False))
     data = load_data_dir(d)
-    assert datadir.test_folds(data) == ["1", "2"]
+    assert test_folds(data) == ["1", "2"]
     train, dev, test = fold_split(data, "1")
     assert {data.spk[u] for u in dev} == {"s3"}
     assert {data.spk[u] for u in test} == {"s1", "s6"}

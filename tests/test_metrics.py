@@ -26,13 +26,13 @@ def test_confusion_matrix_rows_are_reference():
 
 
 def test_hand_computed_example():
-    assert close(metrics.unweighted_accuracy(REF, HYP, 3), "13/18")
-    assert close(metrics.weighted_accuracy(REF, HYP, 3), "2/3")
-    assert close(metrics.macro_f1(REF, HYP, 3), "59/90")
-    assert close(metrics.weighted_f1(REF, HYP, 3), "61/90")
+    assert close(metrics.summarize(REF, HYP, 3)["ua"], "13/18")
+    assert close(metrics.summarize(REF, HYP, 3)["wa"], "2/3")
+    assert close(metrics.summarize(REF, HYP, 3)["macro_f1"], "59/90")
+    assert close(metrics.summarize(REF, HYP, 3)["weighted_f1"], "61/90")
 
 
-def test_summarize_matches_single_functions():
+def test_summarize_and_summarize_confusion_agree():
     s = metrics.summarize(np.array(REF), np.array(HYP), 3)
     assert set(s) == {"ua", "wa", "macro_f1", "weighted_f1", "n"}
     assert s["n"] == 6
@@ -52,18 +52,18 @@ def test_class_only_in_hyp_counts_as_f1_zero():
     # ref [0,0,1], hyp [0,3,1]: UA over {0,1} = (1/2 + 1)/2; F1: 2/3, 1, 0 (class 3) -> macro 5/9;
     # weighted (2*2/3 + 1*1)/3 = 7/9 (class 3 has no support).  Class 2 is absent: ignored.
     ref, hyp = [0, 0, 1], [0, 3, 1]
-    assert close(metrics.unweighted_accuracy(ref, hyp, 4), "3/4")
-    assert close(metrics.weighted_accuracy(ref, hyp, 4), "2/3")
-    assert close(metrics.macro_f1(ref, hyp, 4), "5/9")
-    assert close(metrics.weighted_f1(ref, hyp, 4), "7/9")
+    assert close(metrics.summarize(ref, hyp, 4)["ua"], "3/4")
+    assert close(metrics.summarize(ref, hyp, 4)["wa"], "2/3")
+    assert close(metrics.summarize(ref, hyp, 4)["macro_f1"], "5/9")
+    assert close(metrics.summarize(ref, hyp, 4)["weighted_f1"], "7/9")
 
 
 def test_class_only_in_ref_never_predicted():
     # ref [0,1,1], hyp [1,1,1]: recall 0, 1 -> UA 1/2; F1 class 0 = 0, class 1 = 4/5.
     ref, hyp = [0, 1, 1], [1, 1, 1]
-    assert close(metrics.unweighted_accuracy(ref, hyp, 2), "1/2")
-    assert close(metrics.macro_f1(ref, hyp, 2), "2/5")
-    assert close(metrics.weighted_f1(ref, hyp, 2), "8/15")
+    assert close(metrics.summarize(ref, hyp, 2)["ua"], "1/2")
+    assert close(metrics.summarize(ref, hyp, 2)["macro_f1"], "2/5")
+    assert close(metrics.summarize(ref, hyp, 2)["weighted_f1"], "8/15")
 
 
 def test_perfect_and_single_utterance():
@@ -130,9 +130,7 @@ def test_bad_input_raises(ref, hyp, k, match):
 
 def test_empty_input():
     assert metrics.confusion_matrix([], [], 3).tolist() == [[0] * 3] * 3
-    for fn in (metrics.unweighted_accuracy, metrics.weighted_accuracy, metrics.macro_f1,
-               metrics.weighted_f1, metrics.summarize):
-        with pytest.raises(ValueError, match="no utterances"):
-            fn([], [], 3)
+    with pytest.raises(ValueError, match="no utterances"):
+        metrics.summarize([], [], 3)
     with pytest.raises(ValueError, match="square"):
         metrics.summarize_confusion(np.zeros((2, 3)))

@@ -5,19 +5,16 @@ import os
 import pytest
 import torch
 
+from genser.checkpoint import ModelError, load_model, save_model
+from genser.config import DEFAULT_CONFIG, resolve_config
 from genser.models import (
-    DEFAULT_CONFIG,
     AttentivePooling,
     ClassifierModel,
     Featurizer,
     FrameEncoder,
     GenSERModel,
     MeanPooling,
-    ModelError,
     build_model,
-    load_model,
-    resolve_config,
-    save_model,
 )
 from genser.nn import Denoiser, lengths_to_mask, masked_mean
 
@@ -222,8 +219,11 @@ def test_genser_generation_is_seeded():
     a = model.predict(feats, lengths, nsteps=4, eta=0.8, generator=torch.Generator().manual_seed(5))
     b = model.predict(feats, lengths, nsteps=4, eta=0.8, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a["scores"], b["scores"])
-    x, traj = model.generate(feats, lengths, nsteps=3, return_trajectory=True)
-    assert x.shape == (5, model.taxonomy.dim) and traj["x0_hat"].shape == (3, 5, model.taxonomy.dim)
+    steps = []
+    x = model.generate(feats, lengths, nsteps=3, callback=steps.append)
+    assert x.shape == (5, model.taxonomy.dim) and [s["i"] for s in steps] == [0, 1, 2]
+    assert all(s["x0_hat"].shape == (5, model.taxonomy.dim) for s in steps)
+    assert torch.equal(steps[-1]["x"], x)
 
 
 def test_denoiser_shapes():
@@ -342,6 +342,25 @@ def test_checkpoint_round_trip(tmp_path, conf):
         assert torch.equal(a["pred"], b["pred"]) and torch.equal(a["scores"], b["scores"])
     ckpt = torch.load(path, weights_only=True)
     assert {"config", "labels", "input_dim", "num_layers", "state_dict", "extra"} <= set(ckpt)
+
+
+def test_checkpoint_of_the_metric_era_loads(tmp_path):
+    # Checkpoints written before taxonomy.metric was removed store metric: cosine, the decision
+    # genser still makes; they load unchanged. Another stored metric is refused by name.
+    torch.manual_seed(0)
+    model = build_model({}, LABELS, D, L)
+    path = tmp_path / "old.pt"
+    save_model(path, model)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["taxonomy"]["metric"] = "cosine"
+    torch.save(ckpt, path)
+    loaded, _ = load_model(path)
+    feats, lengths, _ = _batch()
+    assert torch.equal(loaded.predict(feats, lengths)["scores"], model.eval().predict(feats, lengths)["scores"])
+    ckpt["config"]["taxonomy"]["metric"] = "l2"
+    torch.save(ckpt, path)
+    with pytest.raises(ModelError, match="old.pt: taxonomy.metric 'l2'"):
+        load_model(path)
 
 
 def test_load_model_errors(tmp_path):

@@ -70,7 +70,7 @@ def test_all_stages_produce_results(trained_recipe):
 
 
 def test_seeds_aggregate_to_their_mean(trained_recipe):
-    from genser.bin.score import load_experiment, score_experiment
+    from genser.scoring import load_experiment, score_experiment
 
     exp = exp_of(trained_recipe)
     uas = []

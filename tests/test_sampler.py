@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genser.sampler import get_sampler, sample_euler, sample_tm, time_grid
-from genser.schedules import BridgeStd, LinearMean, LogisticMean, NoStd, Schedule, build_schedule
+from genser.schedules import BridgeStd, LinearMean, LogisticMean, NoStd, Schedule, build_schedule, path_mean
 from genser.target_matching import perturb, sample_time, tm_loss
 
 torch.set_num_threads(1)
@@ -22,6 +22,12 @@ def _data(batch=8, dim=16, seed=0, shape=None):
     g = torch.Generator().manual_seed(seed)
     shape = shape or (batch, dim)
     return torch.randn(shape, generator=g) * 3, torch.randn(shape, generator=g)
+
+
+def trajectory(sampler, *args, **kwargs):
+    """(result, steps): the sampler's result and what its callback saw at each step."""
+    steps = []
+    return sampler(*args, callback=steps.append, **kwargs), steps
 
 
 class Oracle:
@@ -62,8 +68,8 @@ def test_perturb_interior_formula_and_frames():
     for i, ti in enumerate(t.tolist()):
         a, s = sched.mean(ti), sched.std(ti)
         assert torch.allclose(out[i], (1 - a) * x0[i] + a * x1[i] + s * noise[i], atol=1e-5)
-    assert torch.allclose(perturb(x0, x1, t, None, sched),
-                          sched.marginal_mean(x0, x1, t), atol=1e-6)
+    a = sched.mean(t)[:, None, None]
+    assert torch.equal(perturb(x0, x1, t, None, sched), path_mean(x0, x1, a))
     with pytest.raises(ValueError):
         perturb(x0, x1[:, :2], t, noise, sched)
     with pytest.raises(ValueError):
@@ -127,7 +133,7 @@ def test_time_grid():
 def test_oracle_tm_sampler_lands_on_x0(name, nsteps):
     x0, x1 = _data()
     oracle = Oracle(x0)
-    out = sample_tm(oracle, x1, SCHEDULES[name], nsteps=nsteps, eta=0.0)
+    out = sample_tm(oracle, x1, time_grid(nsteps), SCHEDULES[name], eta=0.0)
     assert (out - x0).abs().max().item() <= 1e-5
     assert len(oracle.calls) == nsteps
     expect_t = time_grid(nsteps)[:-1].float()
@@ -137,7 +143,7 @@ def test_oracle_tm_sampler_lands_on_x0(name, nsteps):
 def test_one_step_is_one_call_at_t1():
     x0, x1 = _data()
     oracle = Oracle(x0)
-    out = sample_tm(oracle, x1, SCHEDULES["logistic+bridge"], nsteps=1)
+    out = sample_tm(oracle, x1, time_grid(1), SCHEDULES["logistic+bridge"])
     assert len(oracle.calls) == 1
     assert torch.equal(oracle.calls[0], torch.ones(x0.shape[0]))
     assert torch.equal(out, x0)  # N=1 returns the single estimate itself
@@ -147,7 +153,7 @@ def test_one_step_is_one_call_at_t1():
 @pytest.mark.parametrize("eta", [0.5, 1.0])
 def test_oracle_stochastic_sampler_lands_on_x0(nsteps, eta):
     x0, x1 = _data(shape=(4, 3, 8))  # also frame-shaped states
-    out = sample_tm(Oracle(x0), x1, SCHEDULES["logistic+bridge"], nsteps=nsteps, eta=eta,
+    out = sample_tm(Oracle(x0), x1, time_grid(nsteps), SCHEDULES["logistic+bridge"], eta=eta,
                     generator=torch.Generator().manual_seed(0))
     assert (out - x0).abs().max().item() <= 1e-5
 
@@ -156,15 +162,15 @@ def test_stochastic_step_keeps_marginal_variance():
     # one stochastic step from t=1 to u=0.5 with the oracle: x_u ~ N(mean_u(x0), s(u)^2)
     sched = SCHEDULES["logistic+bridge1"]
     x0, x1 = torch.zeros(200000, 1), torch.ones(200000, 1)
-    _, traj = sample_tm(Oracle(x0), x1, sched, nsteps=2, eta=1.0, return_trajectory=True,
-                        generator=torch.Generator().manual_seed(0))
-    xu = traj["x"][1]
+    _, steps = trajectory(sample_tm, Oracle(x0), x1, time_grid(2), sched, eta=1.0,
+                          generator=torch.Generator().manual_seed(0))
+    xu = steps[0]["x"]
     a, s = sched.mean(0.5), sched.std(0.5)
     assert xu.mean().item() == pytest.approx(a, abs=0.01)
     assert xu.std().item() == pytest.approx(s, rel=0.01)
     # deterministic variant: no noise to carry from t=1, so x_u is the path mean exactly
-    _, traj = sample_tm(Oracle(x0), x1, sched, nsteps=2, eta=0.0, return_trajectory=True)
-    assert torch.allclose(traj["x"][1], torch.full_like(x1, a), atol=1e-6)
+    _, steps = trajectory(sample_tm, Oracle(x0), x1, time_grid(2), sched, eta=0.0)
+    assert torch.allclose(steps[0]["x"], torch.full_like(x1, a), atol=1e-6)
 
 
 def _linear_net(dim, seed=0):
@@ -177,49 +183,61 @@ def test_sampler_deterministic_under_seed_and_trajectory():
     x0, x1 = _data()
     net = _linear_net(x0.shape[1])
     sched = SCHEDULES["logistic+bridge"]
-    run = lambda seed: sample_tm(net, x1, sched, nsteps=5, eta=0.7,  # noqa: E731
-                                 generator=torch.Generator().manual_seed(seed), return_trajectory=True)
-    (a, ta), (b, _), (c, _) = run(3), run(3), run(4)
+    run = lambda seed: trajectory(sample_tm, net, x1, time_grid(5), sched, eta=0.7,  # noqa: E731
+                                  generator=torch.Generator().manual_seed(seed))
+    (a, steps), (b, _), (c, _) = run(3), run(3), run(4)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    assert ta["x"].shape == (6,) + x1.shape and ta["x0_hat"].shape == (5,) + x1.shape
-    assert torch.equal(ta["x"][0], x1) and torch.equal(ta["x"][-1], a)
-    assert torch.equal(ta["t"], time_grid(5))
+    assert [s["i"] for s in steps] == list(range(5))
+    assert all(s["x"].shape == x1.shape and s["x0_hat"].shape == x1.shape for s in steps)
+    assert torch.equal(steps[-1]["x"], a)
+    assert [s["t"] for s in steps] + [steps[-1]["u"]] == time_grid(5).tolist()
     # eta=0 needs no generator and is deterministic
-    assert torch.equal(sample_tm(net, x1, sched, nsteps=3), sample_tm(net, x1, sched, nsteps=3))
+    assert torch.equal(sample_tm(net, x1, time_grid(3), sched), sample_tm(net, x1, time_grid(3), sched))
 
 
 def test_sampler_is_batched():
     x0, x1 = _data(batch=6)
     net = _linear_net(x0.shape[1])
     sched = SCHEDULES["logistic+bridge"]
-    full = sample_tm(net, x1, sched, nsteps=4)
-    parts = torch.cat([sample_tm(net, x1[i:i + 1], sched, nsteps=4) for i in range(6)])
+    full = sample_tm(net, x1, time_grid(4), sched)
+    parts = torch.cat([sample_tm(net, x1[i:i + 1], time_grid(4), sched) for i in range(6)])
     assert torch.allclose(full, parts, atol=1e-6)
 
 
 def test_euler_exact_only_on_linear_path():
     x0, x1 = _data()
     for nsteps in (1, 2, 5):
-        out = sample_euler(Oracle(x0), x1, SCHEDULES["linear+none"], nsteps=nsteps)
+        out = sample_euler(Oracle(x0), x1, time_grid(nsteps), SCHEDULES["linear+none"])
         assert (out - x0).abs().max().item() <= 1e-5
     oracle = Oracle(x0)
-    out = sample_euler(oracle, x1, SCHEDULES["logistic+bridge"], nsteps=1)
+    out = sample_euler(oracle, x1, time_grid(1), SCHEDULES["logistic+bridge"])
     assert len(oracle.calls) == 1
     assert (out - x0).abs().max().item() > 1e-2  # Euler is only an approximation here
     with pytest.raises(ValueError, match="eta"):
-        sample_euler(oracle, x1, SCHEDULES["logistic+bridge"], nsteps=2, eta=0.5)
+        sample_euler(oracle, x1, time_grid(2), SCHEDULES["logistic+bridge"], eta=0.5)
 
 
 def test_sampler_errors_and_registry():
     x0, x1 = _data()
     sched = build_schedule()
     with pytest.raises(ValueError):
-        sample_tm(Oracle(x0), x1, sched, nsteps=0)
+        sample_tm(Oracle(x0), x1, time_grid(0), sched)
     with pytest.raises(ValueError):
-        sample_tm(Oracle(x0), x1, sched, nsteps=2, eta=1.5)
+        sample_tm(Oracle(x0), x1, time_grid(2), sched, eta=1.5)
     with pytest.raises(ValueError, match="shape"):
-        sample_tm(lambda x, t: x[:, :2], x1, sched, nsteps=2)
+        sample_tm(lambda x, t: x[:, :2], x1, time_grid(2), sched)
+    for bad in (torch.tensor([1.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5, 0.6, 0.0]),
+                torch.tensor([0.9, 0.0])):
+        with pytest.raises(ValueError, match="ts must"):
+            sample_tm(Oracle(x0), x1, bad, sched)
+
+    class NoisyStart(NoStd):
+        def _std(self, t):
+            return torch.ones_like(t)
+
+    with pytest.raises(ValueError, match="s\\(1\\) = 0"):
+        sample_tm(Oracle(x0), x1, time_grid(2), Schedule(LinearMean(), NoisyStart()))
     assert get_sampler("tm") is sample_tm and get_sampler("euler") is sample_euler
     with pytest.raises(ValueError, match="unknown sampler"):
         get_sampler("heun")

@@ -4,6 +4,7 @@ import statistics
 
 import pytest
 
+from genser import scoring
 from genser.bin import score
 
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -187,12 +188,12 @@ def test_primary_title_and_out(tmp_path):
 
 
 def test_primary_setting_default():
-    assert score.primary_setting(["nsteps3_eta0.0", "nsteps10_eta0.0", "nsteps1_eta0.5"]) == "nsteps3_eta0.0"
-    assert score.primary_setting(["nsteps3_eta0.5", "nsteps2_eta1.0"]) == "nsteps2_eta1.0"
-    assert score.primary_setting(["argmax"]) == "argmax"
-    assert score.primary_setting(["nsteps1_eta0.0", "nsteps3_eta0.0"], "nsteps3_eta0.0") == "nsteps3_eta0.0"
-    assert score.parse_setting("nsteps12_eta1e-05") == (12, 1e-05)
-    assert score.parse_setting("argmax") is None
+    assert scoring.primary_setting(["nsteps3_eta0.0", "nsteps10_eta0.0", "nsteps1_eta0.5"]) == "nsteps3_eta0.0"
+    assert scoring.primary_setting(["nsteps3_eta0.5", "nsteps2_eta1.0"]) == "nsteps2_eta1.0"
+    assert scoring.primary_setting(["argmax"]) == "argmax"
+    assert scoring.primary_setting(["nsteps1_eta0.0", "nsteps3_eta0.0"], "nsteps3_eta0.0") == "nsteps3_eta0.0"
+    assert scoring.parse_setting("nsteps12_eta1e-05") == (12, 1e-05)
+    assert scoring.parse_setting("argmax") is None
 
 
 def test_missing_fold_is_reported_and_mean_uses_what_exists(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 
 from genser import synth
-from genser.datadir import load_data_dir, validate_data_dir
+from genser.datadir import load_data_dir
+from genser.validate import validate_data_dir
 
 
 def digest(out_dir):
@@ -128,7 +129,7 @@ def test_emotion_classes_overlap(tmp_path):
     from torchaudio.compliance import kaldi
 
     from genser.audio import AudioReader
-    from genser.datadir import fold_split
+    from genser.folds import fold_split
 
     data = load_data_dir(synth.generate_corpus(tmp_path, num_speakers=8, utts_per_class=4, seed=0,
                                                num_folds=4))

@@ -17,6 +17,7 @@ import yaml
 
 from genser import trainer
 from genser.bin import train
+from genser.config import merge
 from genser.datadir import write_data_dir
 from genser.features import write_feats_dir
 from genser.models import build_model
@@ -250,7 +251,7 @@ def test_config_file_and_cli_model_conf_merge(tmp_path):
     conf.write_text(yaml.safe_dump({"epochs": 1, "model_conf": {**TINY, "pooling": "attentive"}}))
     params = train.load_config(train.get_parser(), [
         "--config", str(conf), *train_args(root)[:-2], "--model_conf", "{encoder: {hidden: 24}}"])
-    params.model_conf = train.merge_conf(train.read_yaml(conf)["model_conf"], params.model_conf)
+    params.model_conf = merge(train.read_yaml(conf)["model_conf"], params.model_conf)
     assert params.epochs == 1
     assert params.model_conf["pooling"] == "attentive"
     assert params.model_conf["encoder"] == {"hidden": 24, "layers": 1, "heads": 2}
@@ -283,6 +284,6 @@ def test_every_shipped_training_config_resolves(conf, tmp_path):
         pytest.skip("a frontend spec, not a training config")
     root = make_experiment(tmp_path)
     params = train.load_config(train.get_parser(), ["--config", str(conf), *train_args(root)[:-2]])
-    model_conf = train.merge_conf(train.read_yaml(conf).get("model_conf") or {}, {"model": "genser"})
+    model_conf = merge(train.read_yaml(conf).get("model_conf") or {}, {"model": "genser"})
     build_model(model_conf, LABELS, input_dim=8, num_layers=2)
     assert params.epochs >= 1

@@ -90,11 +90,11 @@ def test_run_pl_failure_names_failed_logs(tmp_path):
 
 
 def test_run_pl_single_job_and_bounded_parallelism(tmp_path):
-    res = sh([str(UTILS / "run.pl"), "log/one.log", "echo", "ok"], tmp_path, check=True)
+    sh([str(UTILS / "run.pl"), "log/one.log", "echo", "ok"], tmp_path, check=True)
     assert "ok" in (tmp_path / "log" / "one.log").read_text()
     # With one job at a time the start/end markers never interleave.
-    res = sh([str(UTILS / "run.pl"), "--max-jobs-run", "1", "JOB=1:3", "log/s.JOB.log", "bash", "-c",
-              "echo start JOB >> trace; sleep 0.2; echo end JOB >> trace"], tmp_path, check=True)
+    sh([str(UTILS / "run.pl"), "--max-jobs-run", "1", "JOB=1:3", "log/s.JOB.log", "bash", "-c",
+        "echo start JOB >> trace; sleep 0.2; echo end JOB >> trace"], tmp_path, check=True)
     trace = (tmp_path / "trace").read_text().split("\n")
     assert trace[:6] == ["start 1", "end 1", "start 2", "end 2", "start 3", "end 3"]
 

@@ -126,7 +126,8 @@ write_constraints() {
 write_constraints
 
 # ---- genser and the rest -------------------------------------------------------------------
-"${pip[@]}" install -c "${constraints}" -e "${root}[test]" torchaudio \
+# [test]: pytest; [lint]: ruff and shellcheck, for tools/lint.sh (.ci/run).
+"${pip[@]}" install -c "${constraints}" -e "${root}[test,lint]" torchaudio \
   || die "pip could not install genser's dependencies under ${constraints} (see the messages above)"
 write_constraints  # now with the torchaudio that was chosen
 

@@ -4,7 +4,7 @@
 #
 #   stage 0: data prep      local/data.sh               -> data/all (validated Kaldi data dir)
 #   stage 1: features       genser.bin.extract_feats    -> dump/<feat_tag>/feats.scp + feats.yaml
-#   stage 2: labels, codes  genser.bin.make_labels      -> <expdir>/labels.txt, folds.txt, codes log
+#   stage 2: labels, folds  genser.bin.make_labels      -> <expdir>/labels.txt, folds.txt
 #   stage 3: training       genser.bin.train            -> <expdir>/seed<S>/<model>/fold_<f>/model.pt
 #   stage 4: decoding       genser.bin.decode           -> .../fold_<f>/decode_<setting>/hyp.tsv
 #   stage 5: scoring        genser.bin.score(_seeds)    -> <expdir>/seed<S>/RESULTS.md, <expdir>/RESULTS.md
@@ -88,6 +88,7 @@ if [ $# -gt 0 ]; then
     exit 2
 fi
 . ./path.sh
+. ./db.sh
 . ./cmd.sh
 
 case "${task}" in
@@ -189,10 +190,10 @@ fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     require "${data_dir}/utt2${attr}" 0
-    log "Stage 2: label list, folds and taxonomy codes -> ${expdir}"
+    log "Stage 2: label list and test folds -> ${expdir}"
     mkdir -p "${expdir}"
     ${python} -m genser.bin.make_labels --data_dir "${data_dir}" --task "${task}" \
-        --folds "${folds}" --config "${train_config}" --out_dir "${expdir}" 2>&1 \
+        --folds "${folds}" --out_dir "${expdir}" 2>&1 \
         | tee "${expdir}/make_labels.log"
 fi
 

@@ -61,6 +61,7 @@ log "$0 $*"
 run_args=$(printf '%q ' "$0" "$@"); . utils/parse_options.sh || exit 2
 ser_opts=("$@")  # whatever followed `--`
 . ./path.sh
+. ./db.sh
 
 case "${label_set}" in shared|full) ;; *) log "Error: --label_set must be shared or full, got '${label_set}'"; exit 2 ;; esac
 case "${taxonomy}" in flat|hierarchical) ;; *) log "Error: --taxonomy must be flat or hierarchical, got '${taxonomy}'"; exit 2 ;; esac

@@ -8,32 +8,19 @@ LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
 def str2bool(value):
-    """argparse type for true/false options (accepts true/false/yes/no/1/0)."""
+    """ESPnet-style boolean option (argparse type): only "true"/"false", in any case, as
+    utils/parse_options.sh accepts them."""
     if isinstance(value, bool):
         return value
-    v = str(value).strip().lower()
-    if v in ("true", "yes", "1"):
-        return True
-    if v in ("false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    low = str(value).strip().lower()
+    if low not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return low == "true"
 
 
 def str_or_none(value):
     """argparse type: the string, or None for none/null/empty."""
     return None if value is None or str(value).strip().lower() in ("", "none", "null") else str(value)
-
-
-def int_or_none(value):
-    """argparse type: an int, or None for none/null/empty."""
-    s = str_or_none(value)
-    return None if s is None else int(s)
-
-
-def float_or_none(value):
-    """argparse type: a float, or None for none/null/empty."""
-    s = str_or_none(value)
-    return None if s is None else float(s)
 
 
 def read_yaml(path):

@@ -28,8 +28,11 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     pool = sub.add_parser("pool", help="pool corpus data dirs (ids prefixed by corpus)")
-    pool.add_argument("--corpus", action="append", required=True, metavar="NAME=DATA_DIR",
+    pool.add_argument("--corpus", action="append", default=[], metavar="NAME=DATA_DIR",
                       help="a corpus and its data dir (repeat for each corpus)")
+    pool.add_argument("--corpora", default="",
+                      help='corpora whose recipes made EGS_DIR/<corpus>/data/all, e.g. "emodb urdu"')
+    pool.add_argument("--egs_dir", default="..", help="where the corpus recipes live (with --corpora)")
     pool.add_argument("--out_dir", required=True)
     pool.add_argument("--max_per_class", type=int, default=0,
                       help="keep at most this many utterances per corpus and label (0: all)")
@@ -66,6 +69,17 @@ def main(argv=None):
                 if name in sources:
                     raise CrossError(f"corpus {name} given twice")
                 sources[name] = data_dir
+            for name in params.corpora.split():
+                data_dir = Path(params.egs_dir) / name / "data" / "all"
+                if not (data_dir / "wav.scp").is_file():
+                    raise CrossError(f"{data_dir} not found. Make it with its own recipe first: (cd "
+                                     f"{Path(params.egs_dir) / name} && ./run.sh --stage 0 --stop_stage 0 "
+                                     f"--corpus_dir <{name} copy>)")
+                if name in sources:
+                    raise CrossError(f"corpus {name} given twice")
+                sources[name] = str(data_dir)
+            if not sources:
+                raise CrossError("no corpus to pool: give --corpora or --corpus NAME=DATA_DIR")
             pool_corpora(sources, params.out_dir, params.max_per_class)
             return 0
         if params.command == "norm":

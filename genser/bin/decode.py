@@ -16,12 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
+from genser.checkpoint import load_model
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, pad_collate
 from genser.fileio import atomic_open
 from genser.metrics import summarize
-from genser.models import load_model
-from genser.trainer import targets_of
 
 log = logging.getLogger("genser.decode")
 
@@ -91,7 +90,7 @@ def main(argv=None):
     if extra.get("task", params.task) != params.task:
         raise SystemExit(f"error: {model_dir}/model.pt was trained for task {extra['task']}, not {params.task}")
     utts = (model_dir / "test.list").read_text().split()
-    refs = targets_of(load_data_dir(params.data_dir), params.task, model.labels, utts, params.data_dir)
+    refs = load_data_dir(params.data_dir).targets(params.task, utts, model.labels)
     loader = DataLoader(FeatureDataset(FeatureReader(params.feat_dir), utts, refs),
                         batch_size=params.batch_size, collate_fn=pad_collate)
     for name, nsteps, eta in settings_of(model.kind, params.nsteps, params.eta):

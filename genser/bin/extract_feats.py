@@ -62,12 +62,20 @@ def get_parser():
 # ---------------------------------------------------------------------------------------------
 def frontend_spec_of(args):
     """The frontend spec from --frontend_conf (a spec, or {frontend: spec}) or --frontend/--frontend_path."""
+    import os
+
     from genser.bin.common import read_yaml
     from genser.frontend import frontend_spec
 
     if args.frontend_conf:
         spec = read_yaml(args.frontend_conf)
         spec = spec.get("frontend", spec)
+        if isinstance(spec.get("path"), str) and not args.frontend_path:  # site paths: egs/*/db.sh
+            path = os.path.expandvars(spec["path"])
+            if "$" in path:
+                raise SystemExit(f"error: {args.frontend_conf}: path {spec['path']!r} names an unset "
+                                 "environment variable (source db.sh, or pass --frontend_path)")
+            spec = {**spec, "path": path}
     else:
         spec = {"type": "s3prl", "name": args.frontend}
     if args.frontend_path:

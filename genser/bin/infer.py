@@ -22,10 +22,10 @@ import torch
 
 from genser.audio import AudioError, AudioReader
 from genser.bin.common import setup_logging
+from genser.checkpoint import ModelError, load_model
 from genser.features import check_finite, from_matrix, pad_collate, stack_layers, to_matrix
 from genser.fileio import read_kv
 from genser.frontend import FrontendError, build_frontend, frontend_spec, stored_frontend_spec
-from genser.models import ModelError, load_model
 
 log = logging.getLogger("genser.infer")
 

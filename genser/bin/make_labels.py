@@ -1,25 +1,20 @@
-"""Stage 2: the label list, the test folds and the taxonomy codes of an experiment.
+"""Stage 2: the label list and the test folds of an experiment.
 
     python -m genser.bin.make_labels --data_dir data/all --task emotion --folds all \
-        --config conf/train.yaml --out_dir exp/emotion_fbank
+        --out_dir exp/emotion_fbank
 
-Writes labels.txt (class order of the code book), folds.txt (test folds to run) and codes.txt
-(one code per label), and logs the label counts per fold and the pairwise-cosine matrix of the
-codes, since the margin between codes bounds what the sampler can separate (docs/METHOD.md §2.6).
+Writes labels.txt (the class order) and folds.txt (test folds to run), and logs the label counts
+per fold. The taxonomy codes are the model's (stage 3 logs their pairwise cosines).
 """
 import argparse
 import logging
 from collections import Counter
 from pathlib import Path
 
-import torch
-import yaml
-
 from genser.bin.common import setup_logging
-from genser.datadir import ATTR_OF_TASK, load_data_dir, test_folds
-from genser.fileio import atomic_open, write_list
-from genser.models import DEFAULT_CONFIG
-from genser.taxonomy import build_taxonomy, pairwise_cosine
+from genser.datadir import ATTR_OF_TASK, load_data_dir
+from genser.fileio import write_list
+from genser.folds import test_folds
 
 log = logging.getLogger("genser.make_labels")
 
@@ -29,7 +24,6 @@ def get_parser():
     p.add_argument("--data_dir", required=True)
     p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
     p.add_argument("--folds", default="all", help='test folds: "all" or a list such as "1 2"')
-    p.add_argument("--config", help="training YAML; its model_conf.taxonomy defines the codes")
     p.add_argument("--out_dir", required=True)
     return p
 
@@ -69,27 +63,14 @@ def main(argv=None):
         raise SystemExit(f"error: utterance {utt} has label '{label}' in {params.data_dir}/utt2{attr}, "
                          f"which is not in {params.data_dir}/labels.{attr} ({len(unknown)} such utterances)")
     folds = select_folds(data, params.folds, params.data_dir)
-    model_conf = {}
-    if params.config:
-        model_conf = (yaml.safe_load(Path(params.config).read_text()) or {}).get("model_conf", {})
-    taxonomy = build_taxonomy({**DEFAULT_CONFIG["taxonomy"], **model_conf.get("taxonomy", {})}, labels)
     out = Path(params.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_list(out / "labels.txt", labels)
     write_list(out / "folds.txt", folds)
-    with atomic_open(out / "codes.txt") as f:
-        for label, code in zip(labels, taxonomy.codes.tolist()):
-            f.write(label + " " + " ".join(f"{v:.6f}" for v in code) + "\n")
     log.info("task %s: %d labels %s; %d utterances; test folds %s", params.task, len(labels), labels,
              len(data.utts), folds)
     for line in count_table(data, attr, labels):
         log.info("counts  %s", line)
-    cos = pairwise_cosine(taxonomy.codes)
-    off = cos[~torch.eye(len(labels), dtype=torch.bool)]
-    log.info("taxonomy codes %s: pairwise cosine max %.3f, mean %.3f (off-diagonal)",
-             taxonomy.codes.shape, off.max().item(), off.mean().item())
-    for label, row in zip(labels, cos.tolist()):
-        log.info("cosine  %-12s %s", label, " ".join(f"{v:6.3f}" for v in row))
 
 
 if __name__ == "__main__":

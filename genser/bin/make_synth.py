@@ -1,13 +1,16 @@
 """Generates the embedded synthetic emotional speech corpus: wavs plus a Kaldi data dir.
 
 Example: python -m genser.bin.make_synth --out_dir downloads/synth --data_dir data/all
-The same --seed gives the same corpus, byte for byte.
+The same --seed gives the same corpus, byte for byte. A .done stamp of the options in OUT_DIR and
+in the data dir makes a re-run with the same options a no-op.
 """
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from genser.bin.common import load_config, setup_logging, str_or_none
+from genser.fileio import atomic_write
 from genser.synth import EMOTIONS, generate_corpus
 
 
@@ -36,6 +39,13 @@ def main(argv=None):
     """Entry point."""
     args = load_config(get_parser(), argv)
     setup_logging()
+    data_dir = Path(args.data_dir or Path(args.out_dir) / "data")
+    options = {k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "data_dir", "config")}
+    stamp = " ".join(f"{k}={v}" for k, v in options.items()) + "\n"
+    stamps = [Path(args.out_dir) / ".done", data_dir / ".done"]
+    if all(p.is_file() and p.read_text() == stamp for p in stamps):
+        logging.info("%s is up to date (%s); skipping generation", data_dir, args.out_dir)
+        return 0
     try:
         data_dir = generate_corpus(args.out_dir, data_dir=args.data_dir,
                                    num_speakers=args.num_speakers,
@@ -45,6 +55,8 @@ def main(argv=None):
     except ValueError as exc:
         logging.error("%s", exc)
         return 1
+    for path in stamps:
+        atomic_write(path, stamp)
     logging.info("wrote %s", data_dir)
     return 0
 

@@ -34,10 +34,11 @@ import numpy as np
 import yaml
 
 from genser.bin.common import setup_logging
-from genser.bin.score import ScoreError, environment, read_hyp
 from genser.fileio import atomic_write, read_kv, read_list
 from genser.metrics import confusion_matrix, summarize_confusion
 from genser.plots import plot_matrices
+from genser.report import environment
+from genser.scoring import ScoreError, read_hyp
 
 log = logging.getLogger("genser.score_matrix")
 

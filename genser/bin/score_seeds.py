@@ -7,7 +7,7 @@ writes <exp_dir>/RESULTS.md: each system's figures per seed, their mean and std 
 std of the seed means), and Gen-SER minus the classifier over the matched (fold, seed) pairs
 with an exact sign test and Wilcoxon signed-rank test, so that "beats" carries a p-value.
 
-Loading each seed's experiment (genser.bin.score.load_experiment) checks that every fold of
+Loading each seed's experiment (genser.scoring.load_experiment) checks that every fold of
 folds.txt has a hyp.tsv and that each was decoded from the model its fold holds now.
 """
 import argparse
@@ -17,16 +17,9 @@ import sys
 from pathlib import Path
 
 from genser.bin.common import setup_logging
-from genser.bin.score import (
-    METRIC_NAMES,
-    ScoreError,
-    environment,
-    load_experiment,
-    md_table,
-    pct,
-    score_experiment,
-)
 from genser.fileio import atomic_write
+from genser.report import METRIC_NAMES, environment, md_table, pct
+from genser.scoring import ScoreError, load_experiment, score_experiment
 from genser.stats import sign_test, wilcoxon_signed_rank
 
 log = logging.getLogger("genser.score")

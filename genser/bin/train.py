@@ -24,12 +24,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
-from genser.datadir import ATTR_OF_TASK, fold_split, load_data_dir
+from genser.checkpoint import save_model
+from genser.config import merge, resolve_config
+from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, StackedReader, model_layers, pad_collate, read_scp
 from genser.fileio import atomic_write, read_identity, read_list, write_list
+from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
-from genser.models import build_model, resolve_config, save_model
-from genser.trainer import TRAIN_DEFAULTS, TrainingError, targets_of
+from genser.models import build_model
+from genser.taxonomy import format_cosine_matrix
+from genser.trainer import TRAIN_DEFAULTS, TrainingError
 
 log = logging.getLogger("genser.train")
 
@@ -87,14 +91,6 @@ def _yaml_dict(text):
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}")
     return value
-
-
-def merge_conf(base, override):
-    """Deep merge of nested dicts; override wins."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge_conf(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def resolve_fold(params):
@@ -183,7 +179,7 @@ def prepare_fold(params, fold):
         raise ValueError(f"fold {fold}: empty split (train {len(train)}, test {len(test)}) "
                          f"from {params.data_dir}/utt2fold")
     split = {"train": train, "dev": dev, "test": test}
-    targets = {name: targets_of(data, params.task, labels, utts, params.data_dir) for name, utts in split.items()}
+    targets = {name: data.targets(params.task, utts, labels) for name, utts in split.items()}
     return labels, split, targets
 
 
@@ -200,7 +196,7 @@ def run(params, fold, fold_dir, rank, world, device):
     reader = FeatureReader(params.feat_dir)
     meta = reader.meta
     perturbed = perturbed_readers(params, reader, split["train"])
-    model_conf = resolve_config(merge_conf(params.model_conf, {"model": params.model}))
+    model_conf = resolve_config(merge(params.model_conf, {"model": params.model}))
     identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader, perturbed))
     if (fold_dir / "train.done").exists():
         done = read_identity(fold_dir / "train.done")
@@ -221,6 +217,8 @@ def run(params, fold, fold_dir, rank, world, device):
              fold, len(split["train"]), len(split["dev"]), len(split["test"]), params.model,
              sum(p.numel() for p in model.parameters()) / 1e6, identity["hash"])
     log.info("model config: %s", model.config)
+    if model.kind == "genser":  # the margin between codes bounds what the sampler can separate
+        log.info("taxonomy codes, pairwise cosine:\n%s", format_cosine_matrix(model.taxonomy.codes, labels))
     hp = {k: getattr(params, k) for k in (*TRAIN_DEFAULTS, "seed")}
     # Training items are (dump, utt): the utterance itself, then its speed-perturbed copies.
     sources = [reader, *perturbed]
@@ -254,7 +252,7 @@ def run(params, fold, fold_dir, rank, world, device):
 def main(argv=None):
     params = load_config(get_parser(), argv)
     if params.config:  # a --model_conf on the command line refines the config file's, key by key
-        params.model_conf = merge_conf(read_yaml(params.config).get("model_conf") or {}, params.model_conf)
+        params.model_conf = merge(read_yaml(params.config).get("model_conf") or {}, params.model_conf)
     fold = resolve_fold(params)
     fold_dir = Path(params.exp_dir) / f"fold_{fold}"
     rank, world, device = setup_distributed(params.device)

@@ -7,7 +7,8 @@ import logging
 import sys
 
 from genser.bin.common import load_config, setup_logging, str2bool
-from genser.datadir import DataDirError, load_data_dir, validate_data_dir
+from genser.datadir import DataDirError, load_data_dir
+from genser.validate import validate_data_dir
 
 
 def get_parser():

@@ -18,7 +18,6 @@ CORPORA = {
     "emodb": "genser.corpora.emodb",
     "urdu": "genser.corpora.urdu",
     "custom": "genser.corpora.custom",
-    "synth": "genser.corpora.synth",
 }
 
 __all__ = ["CORPORA", "CorpusError", "get_corpus", "names"]

@@ -6,26 +6,18 @@ import random
 import re
 from pathlib import Path
 
+from genser.datadir import GENDERS
 from genser.fileio import atomic_open
+from genser.folds import fold_key
 
 logger = logging.getLogger(__name__)
 
-GENDER_LABELS = ["f", "m"]  # fixed order of labels.gender for every corpus (as genser.datadir)
+GENDER_LABELS = list(GENDERS)  # fixed order of labels.gender for every corpus
 ALL = "all"  # name of the pooled row in the counts table
 
 
 class CorpusError(ValueError):
     """A corpus copy that is damaged, incomplete or not laid out as expected."""
-
-
-def str2bool(value):
-    """ESPnet-style boolean option: only "true"/"false" (any case) are accepted."""
-    if isinstance(value, bool):
-        return value
-    low = str(value).lower()
-    if low not in ("true", "false"):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return low == "true"
 
 
 def kaldi_id(text):
@@ -37,15 +29,8 @@ def kaldi_id(text):
 
 
 def fold_order(folds):
-    """Sorts fold names naturally: numbers by value, then train/dev/test, then the rest."""
-    special = {"train": 0, "dev": 1, "test": 2}
-
-    def key(fold):
-        if fold.isdigit():
-            return (0, int(fold), fold)
-        return (1, special.get(fold, 3), fold)
-
-    return sorted(folds, key=key)
+    """Sorts fold names naturally (genser.folds.fold_key)."""
+    return sorted(folds, key=fold_key)
 
 
 def count_table(records):
@@ -253,6 +238,34 @@ def read_fold_file(path):
                 raise CorpusError(f"{path}:{lineno}: speaker {parts[0]} listed twice")
             out[parts[0]] = parts[1]
     return out
+
+
+def download_and_unzip(name, url, dest_dir, extract_to=None):
+    """Fetches the zip at ``url`` into ``dest_dir`` and unpacks it into ``extract_to`` (default:
+    ``dest_dir``); the archive is written as .part and renamed, so a broken fetch leaves no zip."""
+    import urllib.request
+    import zipfile
+
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    archive = dest_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    part = archive.with_name(archive.name + ".part")
+    logger.info("%s: downloading %s -> %s", name, url, archive)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+            while block := resp.read(1 << 20):
+                out.write(block)
+    except OSError as exc:  # URLError, HTTPError and socket errors are all OSErrors
+        part.unlink(missing_ok=True)
+        raise CorpusError(f"{name}: could not download {url} ({exc}). Download and unzip it "
+                          f"yourself, then pass --corpus_dir") from exc
+    os.replace(part, archive)
+    try:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(extract_to or dest_dir)
+    except zipfile.BadZipFile as exc:
+        raise CorpusError(f"{name}: {archive} (from {url}) is not a zip archive: {exc}") from exc
+    return archive
 
 
 def abspath(path):

@@ -13,8 +13,9 @@ import logging
 import re
 from pathlib import Path
 
+from genser.bin.common import str2bool
 from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, assign_speaker_folds,
-                                 finalize, read_fold_file, str2bool)
+                                 finalize, read_fold_file)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def prepare(corpus_dir, data_dir, fold_file=None, allow_incomplete=False, expect
     for need in (wav_dir, demo):
         if not need.exists():
             raise CorpusError(f"{NAME}: {need} not found; pass --corpus_dir pointing at the "
-                              f"CREMA-D folder holding AudioWAV/ and VideoDemographics.csv")
+                              f"CREMA-D folder holding AudioWAV/ and VideoDemographics.csv (clone "
+                              f"https://github.com/CheyneyComputerScience/CREMA-D with git-lfs; "
+                              f"git lfs pull fetches the audio)")
     gender = read_demographics(demo)
     if fold_file:
         folds = read_fold_file(fold_file)

@@ -15,8 +15,9 @@ import logging
 import re
 from pathlib import Path
 
+from genser.bin.common import str2bool
 from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, assign_speaker_folds,
-                                 finalize, kaldi_id, missing_files, str2bool)
+                                 finalize, kaldi_id, missing_files)
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def prepare(corpus_dir=None, data_dir=None, csv=None, labels=None, num_folds=5, 
     allow_incomplete = str2bool(allow_incomplete)
     path = Path(csv or corpus_dir or "")
     if not path.is_file():
-        raise CorpusError(f"{NAME}: list {path} not found; pass --csv FILE (.csv or .tsv)")
+        raise CorpusError(f"{NAME}: list {csv or corpus_dir or '(none given)'} not found; pass --csv FILE "
+                          f"(.csv or .tsv) with the header path,label,speaker[,gender][,fold]")
     if data_dir is None:
         raise ValueError(f"{NAME}: data_dir is required")
     # Commas or spaces: commas survive the word splitting of ser.sh --local_data_opts.

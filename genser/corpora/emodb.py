@@ -8,7 +8,8 @@ import logging
 import re
 from pathlib import Path
 
-from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, finalize, str2bool)
+from genser.bin.common import str2bool
+from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, download_and_unzip, finalize
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ DOWNLOAD_URL = "http://emodb.bilderbar.info/download/download.zip"
 
 
 def add_arguments(parser):
-    """EmoDB has no options beyond the common ones."""
+    parser.add_argument("--download", type=str2bool, default=True,
+                        help="fetch the public archive when --corpus_dir has no wav/ (true|false)")
+    parser.add_argument("--download_url", default=DOWNLOAD_URL, help="the EmoDB archive")
     return parser
 
 
@@ -51,13 +54,18 @@ def parse_name(path):
     return spk, EMOTIONS[code]
 
 
-def prepare(corpus_dir, data_dir, allow_incomplete=False, expected=None):
-    """Writes the EmoDB data dir; returns the records."""
+def prepare(corpus_dir, data_dir, allow_incomplete=False, expected=None, download=False,
+            download_url=DOWNLOAD_URL):
+    """Writes the EmoDB data dir (first fetching the archive with ``download``); returns the records."""
     corpus_dir = Path(corpus_dir)
     wav_dir = corpus_dir / "wav"
+    if not wav_dir.is_dir() and str2bool(download):
+        archive = download_and_unzip(NAME, download_url, corpus_dir)
+        if not wav_dir.is_dir():
+            raise CorpusError(f"{NAME}: {archive} has no wav/ folder; is {download_url} the EmoDB archive?")
     if not wav_dir.is_dir():
-        raise CorpusError(f"{NAME}: {wav_dir} not found; pass --corpus_dir pointing at the folder "
-                          f"that holds wav/ (the unpacked {DOWNLOAD_URL})")
+        raise CorpusError(f"{NAME}: {wav_dir} not found. Pass --corpus_dir pointing at the folder "
+                          f"that holds wav/ (the unpacked {DOWNLOAD_URL}), or --download true")
     records = []
     for path in sorted(wav_dir.iterdir()):
         if path.name.startswith(".") or path.suffix.lower() != ".wav":

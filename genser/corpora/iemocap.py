@@ -17,8 +17,8 @@ import logging
 import re
 from pathlib import Path
 
-from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, finalize, missing_files,
-                                 str2bool)
+from genser.bin.common import str2bool
+from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, finalize, missing_files
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def find_root(corpus_dir):
         if (root / "Session1").is_dir():
             return root
     raise CorpusError(f"{NAME}: no Session1/ in {corpus_dir} or {corpus_dir}/IEMOCAP_full_release; "
-                      f"pass --corpus_dir pointing at IEMOCAP_full_release")
+                      f"pass --corpus_dir pointing at IEMOCAP_full_release (USC SAIL distributes IEMOCAP on "
+                      f"request: https://sail.usc.edu/iemocap/)")
 
 
 def read_evaluation(path):

@@ -18,7 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from genser.corpora.base import CorpusError, abspath, finalize, kaldi_id, missing_files, str2bool
+from genser.bin.common import str2bool
+from genser.corpora.base import CorpusError, abspath, finalize, kaldi_id, missing_files
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def find_root(corpus_dir):
         if find_in(root, "train", "train_sent_emo.csv"):
             return root
     raise CorpusError(f"{NAME}: no train_sent_emo.csv in {corpus_dir} or {corpus_dir}/MELD.Raw; "
-                      f"pass --corpus_dir pointing at MELD.Raw")
+                      f"pass --corpus_dir pointing at MELD.Raw (unpack "
+                      f"http://web.eecs.umich.edu/~mihalcea/downloads/MELD.Raw.tar.gz and the "
+                      f"train/dev/test archives inside it)")
 
 
 def read_csv(path, split):

@@ -14,7 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, finalize, str2bool
+from genser.bin.common import str2bool
+from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, download_and_unzip, finalize
 
 logger = logging.getLogger(__name__)
 
@@ -26,11 +27,16 @@ CHANNELS = {"01": "speech", "02": "song"}
 ACTORS_PER_FOLD = 4
 FILE_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.wav$")
 DIR_RE = re.compile(r"^Actor_(\d\d)$")
+DOWNLOAD_URL = "https://zenodo.org/record/1188976/files"
+ZIPS = {"speech": "Audio_Speech_Actors_01-24.zip", "song": "Audio_Song_Actors_01-24.zip"}
 
 
 def add_arguments(parser):
     parser.add_argument("--include_song", type=str2bool, default=False,
                         help="also use the song recordings (vocal channel 02)")
+    parser.add_argument("--download", type=str2bool, default=True,
+                        help="fetch the Zenodo zips when --corpus_dir has no Actor_* (true|false)")
+    parser.add_argument("--download_url", default=DOWNLOAD_URL, help="the Zenodo record of RAVDESS")
     return parser
 
 
@@ -60,8 +66,9 @@ def actor_dirs(corpus_dir):
     dirs = sorted(p for p in corpus_dir.glob("Actor_*") if p.is_dir())
     dirs += sorted(p for p in corpus_dir.glob("*/Actor_*") if p.is_dir())
     if not dirs:
-        raise CorpusError(f"{NAME}: no Actor_XX folders in {corpus_dir} or its sub-folders; pass "
-                          f"--corpus_dir pointing at the unpacked Audio_Speech_Actors_01-24.zip")
+        raise CorpusError(f"{NAME}: no Actor_XX folders in {corpus_dir} or its sub-folders. Pass "
+                          f"--corpus_dir pointing at the unpacked Audio_Speech_Actors_01-24.zip, or "
+                          f"--download true")
     return dirs
 
 
@@ -83,10 +90,17 @@ def parse_name(path, dir_actor):
     return CHANNELS[channel], EMOTIONS[code], int(actor)
 
 
-def prepare(corpus_dir, data_dir, include_song=False, allow_incomplete=False, expected=None):
-    """Writes the RAVDESS data dir; returns the records."""
+def prepare(corpus_dir, data_dir, include_song=False, allow_incomplete=False, expected=None,
+            download=False, download_url=DOWNLOAD_URL):
+    """Writes the RAVDESS data dir (first fetching the zips with ``download``); returns the records."""
     include_song = str2bool(include_song)
     corpus_dir = Path(corpus_dir)
+    have = any(p.is_dir() for p in [*corpus_dir.glob("Actor_*"), *corpus_dir.glob("*/Actor_*")])
+    if not have and str2bool(download):
+        for kind in ("speech", "song") if include_song else ("speech",):
+            zip_name = ZIPS[kind]
+            download_and_unzip(NAME, f"{download_url}/{zip_name}", corpus_dir,
+                               extract_to=corpus_dir / zip_name[:-len(".zip")])
     records = []
     for adir in actor_dirs(corpus_dir):
         m = DIR_RE.match(adir.name)

@@ -20,8 +20,8 @@ import logging
 import re
 from pathlib import Path
 
-from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, balanced_speaker_folds,
-                                 finalize, str2bool)
+from genser.bin.common import str2bool
+from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, balanced_speaker_folds, finalize
 
 logger = logging.getLogger(__name__)
 

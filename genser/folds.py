@@ -1,0 +1,69 @@
+"""Folds of a data dir (utt2fold): their order, the test folds, and a fold's train/dev/test split."""
+import logging
+import random
+
+from genser.datadir import DataDir, load_data_dir
+
+logger = logging.getLogger(__name__)
+
+# Fold names that are never test folds (fixed partitions of a corpus).
+NON_TEST_FOLDS = ("train", "dev")
+_SPECIAL = {"train": 0, "dev": 1, "test": 2}
+
+
+def fold_key(fold):
+    """Sort key of fold names: numbers by value ("2" before "10"), then train, dev, test, then the rest by name."""
+    return (0, int(fold), fold) if fold.isdigit() else (1, _SPECIAL.get(fold, 3), fold)
+
+
+def test_folds(data):
+    """Fold names usable as test folds (all folds but 'train'/'dev'), numeric ones in number order."""
+    data = data if isinstance(data, DataDir) else load_data_dir(data)
+    if not data.fold:
+        raise ValueError(f"data dir {data.path} has no utt2fold")
+    return sorted({f for f in data.fold.values() if f not in NON_TEST_FOLDS}, key=fold_key)
+
+
+test_folds.__test__ = False  # not a pytest test, although its name starts with "test_"
+
+
+def fold_split(data, fold, dev_ratio=0.1, seed=0):
+    """(train_utts, dev_utts, test_utts) for test fold ``fold``, each sorted.
+
+    test = utterances of ``fold``.  dev = the 'dev' fold if one exists, otherwise every utterance
+    of a seeded subset of the remaining speakers (round(dev_ratio * speakers), at least one; with
+    a single remaining speaker, a seeded utterance subset instead).  train = the rest.
+    """
+    data = data if isinstance(data, DataDir) else load_data_dir(data)
+    fold = str(fold)
+    folds = test_folds(data)
+    if fold not in folds:
+        raise ValueError(f"fold {fold!r} is not a test fold of {data.path}/utt2fold "
+                         f"(test folds: {folds})")
+    utts = data.utts
+    missing = [u for u in utts if u not in data.fold]
+    if missing:
+        raise ValueError(f"utt {missing[0]} has no fold in {data.path}/utt2fold")
+    test = [u for u in utts if data.fold[u] == fold]
+    rest = [u for u in utts if data.fold[u] != fold]
+    if any(data.fold[u] == "dev" for u in utts):
+        dev = [u for u in rest if data.fold[u] == "dev"]
+    elif dev_ratio <= 0:
+        dev = []
+    else:
+        rng = random.Random(f"genser-dev:{seed}:{fold}")
+        speakers = sorted({data.spk[u] for u in rest})
+        if len(speakers) >= 2:
+            n = min(len(speakers) - 1, max(1, round(dev_ratio * len(speakers))))
+            chosen = set(rng.sample(speakers, n))
+            dev = [u for u in rest if data.spk[u] in chosen]
+        else:
+            logger.warning("fold %s of %s: one training speaker only; dev set is an utterance "
+                           "subset of that speaker", fold, data.path)
+            n = min(len(rest) - 1, max(1, round(dev_ratio * len(rest))))
+            dev = sorted(rng.sample(rest, n)) if n > 0 else []
+    dev_set = set(dev)
+    train = [u for u in rest if u not in dev_set]
+    if not train:
+        raise ValueError(f"fold {fold} of {data.path}: no training utterances left")
+    return train, sorted(dev), test

@@ -1,0 +1,173 @@
+"""The Markdown report of a scored experiment (RESULTS.md), its tables, PNGs and host line.
+
+RESULTS.md gets UA / WA / macro-F1 / weighted-F1 per fold, their mean +- sample std over folds and
+the pooled figures (all folds' predictions scored together), Gen-SER and the classifier side by
+side, the steps ablation (every nsteps/eta setting), and links to the PNGs written next to it:
+confusion_<system>_<setting>.png (pooled, primary setting) and steps_ablation.png.
+The scores come from genser.scoring.
+"""
+import datetime
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from genser.scoring import METRICS, parse_setting
+
+METRIC_NAMES = {"ua": "UA", "wa": "WA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
+
+
+def pct(x):
+    """A fraction as a percentage with one decimal; "-" when undefined."""
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def mean_std(result, metric):
+    """"71.3 ± 2.1" (mean ± sample std over folds, in %); just the mean with one fold."""
+    mean, std = result["mean"][metric], result["std"][metric]
+    return pct(mean) if std is None else f"{pct(mean)} ± {pct(std)}"
+
+
+def md_table(header, rows, left=1):
+    """A Markdown table; the first ``left`` columns are left-aligned, the rest right-aligned."""
+    align = ["---"] * left + ["---:"] * (len(header) - left)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
+
+
+def main_table(exp, scores, primaries):
+    """One row per system at its primary setting: mean ± std over folds and pooled figures."""
+    header = ["System", "Setting", *(METRIC_NAMES[m] for m in METRICS),
+              "pooled UA", "pooled WA", "pooled macro-F1", "folds", "utts"]
+    rows = []
+    for system in exp.systems:
+        r = scores[(system, primaries[system])]
+        rows.append([system, primaries[system], *(mean_std(r, m) for m in METRICS),
+                     pct(r["pooled"]["ua"]), pct(r["pooled"]["wa"]), pct(r["pooled"]["macro_f1"]),
+                     len(r["folds"]), r["pooled"]["n"]])
+    return md_table(header, rows, left=2)
+
+
+def fold_table(exp, scores, primaries):
+    """Fold x system (primary settings): UA, WA, macro-F1, weighted-F1 and the test set size."""
+    header = ["Fold", "utts"] + [f"{s} {METRIC_NAMES[m]}" for s in exp.systems for m in METRICS]
+    rows = []
+    for fold in exp.folds:
+        cells, sizes = [], []
+        for system in exp.systems:
+            summary = scores[(system, primaries[system])]["folds"].get(fold)
+            cells += [pct(summary[m]) if summary else "-" for m in METRICS]
+            if summary and summary["n"] not in sizes:
+                sizes.append(summary["n"])
+        rows.append([fold, "/".join(str(n) for n in sizes), *cells])
+    return md_table(header, rows, left=1)
+
+
+def ablation_rows(exp, scores, primaries):
+    """Plot/table rows: every nsteps/eta setting, then the other systems as references."""
+    rows = []
+    for system in exp.systems:
+        for setting in exp.settings(system):
+            parsed = parse_setting(setting)
+            reference = not any(parse_setting(s) for s in exp.settings(system))
+            if parsed or (reference and setting == primaries[system]):
+                r = scores[(system, setting)]
+                rows.append({"system": system, "setting": setting, "nsteps": parsed[0] if parsed else None,
+                             "eta": parsed[1] if parsed else None, "ua": r["mean"]["ua"],
+                             "ua_std": r["std"]["ua"], "result": r,
+                             "primary": parsed is not None and setting == primaries[system]})
+    return rows
+
+
+def ablation_table(rows):
+    header = ["System", "Setting", "nsteps", "eta", "UA", "WA", "macro-F1",
+              "pooled UA", "pooled WA", "pooled macro-F1", "folds"]
+    lines = []
+    for row in rows:
+        r = row["result"]
+        setting = f"{row['setting']} *" if row["primary"] else (
+            row["setting"] if row["nsteps"] is not None else f"{row['setting']} (reference)")
+        lines.append([row["system"], setting, "-" if row["nsteps"] is None else row["nsteps"],
+                      "-" if row["eta"] is None else row["eta"],
+                      *(mean_std(r, m) for m in ("ua", "wa", "macro_f1")),
+                      pct(r["pooled"]["ua"]), pct(r["pooled"]["wa"]), pct(r["pooled"]["macro_f1"]),
+                      len(r["folds"])])
+    return md_table(header, lines, left=2)
+
+
+def write_plots(exp, scores, primaries, out_dir):
+    """Pooled confusion PNG per system (primary setting) and, with several nsteps/eta settings,
+    the steps-ablation PNG; returns {name: description} of the files written."""
+    from genser.plots import plot_confusion, plot_steps_ablation  # matplotlib only when plotting
+
+    pngs = {}
+    for system in exp.systems:
+        setting = primaries[system]
+        r = scores[(system, setting)]
+        name = f"confusion_{system}_{setting}.png"
+        plot_confusion(r["cm"], exp.labels, Path(out_dir) / name,
+                       title=f"{system} {setting} (pooled, {len(r['folds'])} folds, {r['pooled']['n']} utts)")
+        pngs[name] = f"{system} {setting}, pooled confusion matrix"
+    rows = ablation_rows(exp, scores, primaries)
+    if sum(row["nsteps"] is not None for row in rows) > 1:
+        plot_steps_ablation(rows, Path(out_dir) / "steps_ablation.png",
+                            title=f"Steps ablation: {exp.exp_dir.resolve().name} (mean ± std over folds)")
+        pngs["steps_ablation.png"] = "steps ablation: UA vs nsteps"
+    return pngs
+
+
+def environment():
+    """Python, library versions and the host CPU, for the report header."""
+    def version(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"python {platform.python_version()}, numpy {np.__version__}, torch {version('torch')}, "
+            f"genser {version('genser')}; {platform.system()} {platform.release()} {platform.machine()}, "
+            f"CPU: {_cpu_name()} ({os.cpu_count()} logical cores)")
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def render_results(exp, scores, primaries, *, title, command, pngs):
+    """The whole RESULTS.md text."""
+    date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    out = [f"# {title}", "",
+           f"- date: {date}",
+           f"- command: `{command}`",
+           f"- environment: {environment()}",
+           f"- experiment: `{exp.exp_dir}`; labels ({len(exp.labels)}): {', '.join(exp.labels)}; "
+           f"folds ({len(exp.folds)}): {', '.join(exp.folds)}", "",
+           "Metrics in %. UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy "
+           "(plain accuracy), macro-F1 over the classes seen in ref or hyp, weighted-F1 weighted by "
+           "reference support. `mean ± std` = mean and sample standard deviation over folds; "
+           "pooled = the predictions of all folds scored together.", ""]
+    out += [f"> **warning**: {w}" + "  " for w in exp.warnings] + ([""] if exp.warnings else [])
+    out += ["## Main results", "", main_table(exp, scores, primaries), "",
+            "## Per fold", "", "Systems at their main-table setting: "
+            + ", ".join(f"{s} `{primaries[s]}`" for s in exp.systems) + ".", "",
+            fold_table(exp, scores, primaries), ""]
+    rows = ablation_rows(exp, scores, primaries)
+    if any(row["nsteps"] is not None for row in rows):
+        out += ["## Steps ablation", "", ablation_table(rows), "",
+                "`*` = the setting of the main table; reference rows are systems without sampling steps.", ""]
+        if "steps_ablation.png" in pngs:
+            out += ["![steps ablation](steps_ablation.png)", ""]
+    out += ["## Confusion matrices (pooled over folds)", ""]
+    for name, desc in pngs.items():
+        if name.startswith("confusion_"):
+            out += [f"![{desc}]({name})", ""]
+    return "\n".join(out) + "\n"

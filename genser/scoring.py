@@ -1,0 +1,294 @@
+"""Scoring of one experiment: hyp.tsv reading, the experiment model and the per-setting scores.
+
+An experiment dir (exp/<name>) holds <system>/fold_<f>/decode_<setting>/hyp.tsv (stage 4,
+genser.bin.decode): <system> is the model kind (genser, classifier, ...), <setting> is
+nsteps<N>_eta<E> for Gen-SER and argmax for the classifier.  hyp.tsv has the header
+"utt ref hyp <label1> <label2> ..." (tab separated; the label columns hold posteriors).
+``load_experiment`` reads and checks them; ``score_experiment`` gives UA / WA / macro-F1 /
+weighted-F1 per fold, their mean and sample std over folds, and the pooled figures.
+The Markdown report is genser.report; the CLI is genser.bin.score.
+"""
+import logging
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genser.fileio import read_identity
+from genser.folds import fold_key
+from genser.metrics import confusion_matrix, summarize_confusion
+
+log = logging.getLogger("genser.score")
+
+METRICS = ("ua", "wa", "macro_f1", "weighted_f1")
+SYSTEM_ORDER = ("genser", "classifier")  # then any other system, alphabetically
+SETTING_RE = re.compile(r"^nsteps(\d+)_eta(.+)$")
+
+
+class ScoreError(ValueError):
+    """Bad or missing decoding output; the message names the file (and utterance)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading hyp.tsv files
+
+
+@dataclass
+class Hyp:
+    """One decoding output: reference and hypothesis label per utterance (file order)."""
+
+    path: Path
+    labels: list
+    utts: list = field(default_factory=list)
+    refs: list = field(default_factory=list)
+    hyps: list = field(default_factory=list)
+
+
+def read_hyp(path):
+    """Parses and validates one hyp.tsv (header, labels, refs present, no duplicate utts)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise ScoreError(f"{path}: not UTF-8 text ({e})") from e
+    header = lines[0].split("\t") if lines else []
+    if header[:3] != ["utt", "ref", "hyp"] or len(header) < 4:
+        raise ScoreError(f"{path}: expected the header 'utt<TAB>ref<TAB>hyp<TAB><label1>...', got {header!r}")
+    labels = header[3:]
+    if len(set(labels)) != len(labels) or "" in labels:
+        raise ScoreError(f"{path}: empty or duplicate label columns in the header: {labels}")
+    hyp, first_line = Hyp(path=path, labels=labels), {}
+    for lineno, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        utt, ref, pred, *scores = line.split("\t")
+        where = f"{path}:{lineno}: utterance {utt!r}"
+        if len(scores) != len(labels) or not utt:
+            raise ScoreError(f"{where}: expected {len(header)} tab-separated fields, got {3 + len(scores)}")
+        if utt in first_line:
+            raise ScoreError(f"{where}: duplicate utterance id (first on line {first_line[utt]})")
+        if not ref:
+            raise ScoreError(f"{where}: no reference label")
+        for kind, value in (("reference", ref), ("hypothesis", pred)):
+            if value not in labels:
+                raise ScoreError(f"{where}: {kind} label {value!r} is not one of {labels}")
+        if not all(_is_finite_number(s) for s in scores):
+            raise ScoreError(f"{where}: scores must be finite numbers, got {scores}")
+        first_line[utt] = lineno
+        hyp.utts.append(utt)
+        hyp.refs.append(ref)
+        hyp.hyps.append(pred)
+    if not hyp.utts:
+        raise ScoreError(f"{path}: no utterances (only a header)")
+    return hyp
+
+
+def _is_finite_number(text):
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment: every decoding output, cross-checked
+
+
+@dataclass
+class Experiment:
+    """All hyp.tsv of one exp_dir, keyed by (system, setting, fold)."""
+
+    exp_dir: Path
+    labels: list
+    decodes: dict
+    warnings: list
+
+    @property
+    def systems(self):
+        found = {s for s, _, _ in self.decodes}
+        return [s for s in SYSTEM_ORDER if s in found] + sorted(found - set(SYSTEM_ORDER))
+
+    @property
+    def folds(self):
+        return sorted({f for _, _, f in self.decodes}, key=fold_key)
+
+    def settings(self, system):
+        return sorted({st for s, st, _ in self.decodes if s == system}, key=setting_key)
+
+    def folds_of(self, system, setting):
+        return sorted((f for s, st, f in self.decodes if (s, st) == (system, setting)), key=fold_key)
+
+
+def parse_setting(setting):
+    """"nsteps3_eta0.5" -> (3, 0.5); any other setting name (e.g. "argmax") -> None."""
+    m = SETTING_RE.match(setting)
+    if not m:
+        return None
+    try:
+        return int(m.group(1)), float(m.group(2))
+    except ValueError:
+        return None
+
+
+def setting_key(setting):
+    parsed = parse_setting(setting)
+    return (0, *parsed, "") if parsed else (1, 0, 0.0, setting)
+
+
+def find_hyps(exp_dir):
+    """{(system, setting, fold): path} for every <system>/fold_<f>/decode_<setting>/hyp.tsv."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise ScoreError(f"experiment directory {exp_dir} does not exist; stage 3 (training) and "
+                         f"stage 4 (decoding) create it")
+    found = {}
+    for path in sorted(exp_dir.glob("*/fold_*/decode_*/hyp.tsv")):
+        system, fold_dir, decode_dir = path.parts[-4:-1]
+        found[(system, decode_dir[len("decode_"):], fold_dir[len("fold_"):])] = path
+    if not found:
+        raise ScoreError(f"no {exp_dir}/<system>/fold_<f>/decode_<setting>/hyp.tsv found; "
+                         f"they are produced by stage 4 (decoding)")
+    return found
+
+
+def load_experiment(exp_dir):
+    """Reads every hyp.tsv and checks they agree: same label set, same ref per utterance,
+    no utterance in two folds.  Missing folds and differing test sets become warnings."""
+    found = find_hyps(exp_dir)
+    _check_listed_folds(exp_dir, found)
+    _check_decode_identity(found)
+    decodes = {key: read_hyp(path) for key, path in found.items()}
+    first = next(iter(decodes.values()))
+    for hyp in decodes.values():
+        if set(hyp.labels) != set(first.labels):
+            raise ScoreError(f"label set of {hyp.path} ({', '.join(hyp.labels)}) differs from that of "
+                             f"{first.path} ({', '.join(first.labels)})")
+    _check_refs(decodes)
+    exp = Experiment(exp_dir=Path(exp_dir), labels=list(first.labels), decodes=decodes, warnings=[])
+    exp.warnings.extend(_missing_fold_warnings(exp))
+    exp.warnings.extend(_test_set_warnings(exp))
+    for warning in exp.warnings:
+        log.warning(warning)
+    return exp
+
+
+def _check_listed_folds(exp_dir, found):
+    """Every fold of <exp_dir>/folds.txt (stage 2; for a seed<S> dir of the recipe, its parent's)
+    must have a hyp.tsv for each system and setting decoded: a fold that failed or was never
+    decoded would otherwise vanish from the mean."""
+    folds_txt = Path(exp_dir) / "folds.txt"
+    if not folds_txt.is_file() and Path(exp_dir).name.startswith("seed"):
+        folds_txt = Path(exp_dir).parent / "folds.txt"
+    if not folds_txt.is_file():
+        return  # no fold list (a hand-made exp dir): missing folds stay warnings
+    listed = folds_txt.read_text(encoding="utf-8").split()
+    for system, setting in sorted({(s, st) for s, st, _ in found}):
+        for fold in listed:
+            if (system, setting, fold) not in found:
+                missing = Path(exp_dir) / system / f"fold_{fold}" / f"decode_{setting}" / "hyp.tsv"
+                raise ScoreError(f"fold {fold} is listed in {folds_txt} but {missing} is missing; decode it "
+                                 f"(stage 4) or remove the fold from the list")
+
+
+def _check_decode_identity(found):
+    """A hyp.tsv must come from the model its fold holds now: decoding copies the model's identity
+    next to it, training writes it into train.done. A stale decode is refused, never scored."""
+    for path in found.values():
+        decoded = read_identity(path.parent / "identity")
+        trained = read_identity(path.parents[1] / "train.done")
+        if decoded is not None and trained is not None and decoded != trained:
+            raise ScoreError(f"{path} was decoded from model {decoded}, but {path.parents[1] / 'train.done'} holds "
+                             f"model {trained}: a stale decode; re-run stage 4")
+
+
+def _check_refs(decodes):
+    """One reference per utterance everywhere; a (system, setting) never has an utt in two folds."""
+    ref_seen, fold_seen = {}, {}
+    for (system, setting, fold), hyp in decodes.items():
+        for utt, ref in zip(hyp.utts, hyp.refs):
+            old_ref, old_path = ref_seen.setdefault(utt, (ref, hyp.path))
+            if old_ref != ref:
+                raise ScoreError(f"utterance {utt!r} has reference {ref!r} in {hyp.path} but {old_ref!r} "
+                                 f"in {old_path}")
+            old_fold, old_path = fold_seen.setdefault((system, setting, utt), (fold, hyp.path))
+            if old_fold != fold:
+                raise ScoreError(f"utterance {utt!r} is in the test set of two folds: {old_path} and "
+                                 f"{hyp.path}; pooled scores would count it twice")
+
+
+def _missing_fold_warnings(exp):
+    warnings = []
+    for system in exp.systems:
+        for setting in exp.settings(system):
+            missing = [f for f in exp.folds if f not in exp.folds_of(system, setting)]
+            if missing:
+                paths = ", ".join(f"{system}/fold_{f}/decode_{setting}/hyp.tsv" for f in missing)
+                warnings.append(f"{system} {setting}: no output for fold(s) {' '.join(missing)} "
+                                f"(missing {paths}); its mean and pooled figures use the folds that exist")
+    return warnings
+
+
+def _test_set_warnings(exp):
+    warnings = []
+    for fold in exp.folds:
+        sets = {(s, st): set(h.utts) for (s, st, f), h in exp.decodes.items() if f == fold}
+        (key0, utts0), *rest = sets.items()
+        for key, utts in rest:
+            if utts != utts0:
+                warnings.append(f"fold {fold}: {key[0]} {key[1]} scores {len(utts)} utterances, "
+                                f"{key0[0]} {key0[1]} {len(utts0)}; the test sets differ")
+    return warnings
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+
+
+def score_setting(exp, system, setting):
+    """Per-fold summaries, mean and sample std over folds, pooled summary and pooled confusion."""
+    index = {label: i for i, label in enumerate(exp.labels)}
+    k = len(exp.labels)
+    per_fold, pooled_cm = {}, np.zeros((k, k), dtype=np.int64)
+    for fold in exp.folds_of(system, setting):
+        hyp = exp.decodes[(system, setting, fold)]
+        cm = confusion_matrix([index[r] for r in hyp.refs], [index[h] for h in hyp.hyps], k)
+        per_fold[fold] = summarize_confusion(cm)
+        pooled_cm += cm
+    values = {m: [s[m] for s in per_fold.values()] for m in METRICS}
+    return {
+        "folds": per_fold,
+        "mean": {m: statistics.fmean(v) for m, v in values.items()},
+        # Sample std (ddof=1) over folds; undefined (None) with a single fold.
+        "std": {m: statistics.stdev(v) if len(v) > 1 else None for m, v in values.items()},
+        "pooled": summarize_confusion(pooled_cm),
+        "cm": pooled_cm,
+    }
+
+
+def primary_setting(settings, requested=None):
+    """The setting of the main table: ``requested`` if the system has it, else the smallest
+    nsteps >= 1 with eta 0, else the smallest (nsteps, eta), else argmax, else the first by name
+    (nsteps 0, the no-transport ablation, is never the main setting unless it is all there is)."""
+    if requested in settings:
+        return requested
+    parsed = sorted((p, s) for s in settings if (p := parse_setting(s)))
+    parsed = [(p, s) for p, s in parsed if p[0] >= 1] or parsed
+    deterministic = [(p, s) for p, s in parsed if p[1] == 0.0]
+    if deterministic or parsed:
+        return (deterministic or parsed)[0][1]
+    return "argmax" if "argmax" in settings else sorted(settings)[0]
+
+
+def score_experiment(exp, primary=None):
+    """{(system, setting): score_setting(...)} for every decoding output, plus primaries."""
+    if primary is not None and not any(primary in exp.settings(s) for s in exp.systems):
+        available = sorted({st for _, st, _ in exp.decodes}, key=setting_key)
+        raise ScoreError(f"--primary {primary}: no {exp.exp_dir}/*/fold_*/decode_{primary}/hyp.tsv "
+                         f"(settings found: {', '.join(available)})")
+    scores = {(s, st): score_setting(exp, s, st) for s in exp.systems for st in exp.settings(s)}
+    primaries = {s: primary_setting(exp.settings(s), primary) for s in exp.systems}
+    return scores, primaries
