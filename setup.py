@@ -23,7 +23,9 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    # vad: the Silero voice-activity detector of genser-infer --segment vad (its model file ships
+    # in the package; tools/constraints.txt pins the version)
+    extras_require={"test": ["pytest"], "vad": ["silero-vad>=5.1"]},
     entry_points={
         "console_scripts": [
             "genser-synth=genser.bin.make_synth:main",
