@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 __all__ = ["reliability", "ece", "brier", "nll", "temperature_scale", "fit_temperature", "auroc",
-           "summarize_calibration"]
+           "summarize_calibration", "draw_agreement", "draw_spread"]
 
 # Floor for log-probabilities: a posterior of exactly 0 (a saturated softmax) must not give inf.
 _LOG_FLOOR = 1e-12
@@ -167,3 +167,24 @@ def summarize_calibration(probs, targets, n_bins=15):
     correct = probs.argmax(axis=1) == targets
     return {"n": int(len(targets)), "acc": float(correct.mean()), "ece": ece(conf, correct, n_bins),
             "brier": brier(probs, targets), "nll": nll(probs, targets), "auroc": auroc(conf, correct)}
+
+
+def draw_agreement(votes, num_classes):
+    """(vote [N], agreement [N]) of ``votes`` [K, N] (the class of each of K draws per utterance):
+    the most frequent class (lowest index on a tie) and the share of draws that chose it."""
+    votes = np.asarray(votes)
+    if votes.ndim != 2 or votes.shape[0] < 1:
+        raise ValueError(f"votes must have shape [K, N] with K >= 1, got {votes.shape}")
+    counts = np.stack([(votes == k).sum(axis=0) for k in range(int(num_classes))], axis=1)  # [N, C]
+    vote = counts.argmax(axis=1)
+    return vote, counts.max(axis=1) / votes.shape[0]
+
+
+def draw_spread(samples):
+    """Spread of K terminal samples per utterance, ``samples`` [K, N, D]: the root mean squared
+    distance of the draws to their mean (0 when all draws land on one point)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3:
+        raise ValueError(f"samples must have shape [K, N, D], got {samples.shape}")
+    centred = samples - samples.mean(axis=0, keepdims=True)
+    return np.sqrt((centred ** 2).sum(axis=2).mean(axis=0))

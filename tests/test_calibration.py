@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from genser.calibration import (auroc, brier, ece, fit_temperature, nll, reliability, summarize_calibration,
-                                temperature_scale)
+from genser.calibration import (auroc, brier, draw_agreement, draw_spread, ece, fit_temperature, nll, reliability,
+                                summarize_calibration, temperature_scale)
 
 
 def test_reliability_bins_and_edges():
@@ -84,3 +84,82 @@ def test_summarize_calibration():
     assert out["n"] == 4 and out["acc"] == 0.75
     assert out["auroc"] == pytest.approx(1.0)  # the one error (0.6) has the lowest confidence
     assert out["brier"] == pytest.approx((0.08 + 0.72 + 0.18 + 0.02) / 4)
+
+
+def test_draw_agreement_and_spread_by_hand():
+    votes = np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0], [0, 1, 2]])  # K=4 draws of N=3 utterances
+    vote, agreement = draw_agreement(votes, 3)
+    assert vote.tolist() == [0, 1, 2] and agreement.tolist() == [0.75, 0.5, 0.5]  # ties: lowest index
+    samples = np.zeros((2, 2, 3))
+    samples[0, 1] = [1.0, 0.0, 0.0]
+    samples[1, 1] = [-1.0, 0.0, 0.0]
+    assert draw_spread(samples).tolist() == [0.0, 1.0]
+
+
+# ---- genser.bin.calibrate on a hand-made experiment -----------------------------------------
+LABELS = ["neutral", "happy", "angry", "sad"]
+
+
+def _write_hyp(path, utts, refs, probs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(["utt", "ref", "hyp", *LABELS])]
+    for utt, ref, p in zip(utts, refs, probs):
+        lines.append("\t".join([utt, LABELS[ref], LABELS[int(np.argmax(p))], *(f"{x:.6f}" for x in p)]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _sharp(rng, refs, right=0.7, power=3.0):
+    """Overconfident posteriors: mostly right, raised to a power and renormalised."""
+    logits = rng.standard_normal((len(refs), 4))
+    logits[np.arange(len(refs)), refs] += 2.0 * (rng.random(len(refs)) < right)
+    p = np.exp(power * logits)
+    return np.round(p / p.sum(1, keepdims=True), 6)
+
+
+def test_calibrate_report_matches_the_library(tmp_path):
+    from genser.bin import calibrate
+
+    rng = np.random.default_rng(0)
+    exp = tmp_path / "exp"
+    truth = {"test": {}, "dev": {}}
+    references = {(fold, subset): rng.integers(0, 4, n) for fold in "12" for subset, n in (("test", 60), ("dev", 80))}
+    for system, setting in (("genser", "nsteps3_eta0.0"), ("classifier", "argmax")):
+        for fold in ("1", "2"):
+            for subset in ("test", "dev"):
+                refs = references[(fold, subset)]
+                n = len(refs)
+                probs = _sharp(rng, refs)
+                utts = [f"s{fold}_{subset}_{i:03d}" for i in range(n)]
+                name = "hyp.tsv" if subset == "test" else "hyp_dev.tsv"
+                _write_hyp(exp / system / f"fold_{fold}" / f"decode_{setting}" / name, utts, refs, probs)
+                truth[subset][(system, fold)] = (utts, refs, probs)
+    # Gen-SER eta 0.5 with draws: the agreement is exactly the correctness of the eta-0 decision -> AUROC 1
+    for fold in ("1", "2"):
+        utts, refs, probs = truth["test"][("genser", fold)]
+        _write_hyp(exp / "genser" / f"fold_{fold}" / "decode_nsteps3_eta0.5" / "hyp.tsv", utts, refs, probs)
+        right = probs.argmax(1) == refs
+        lines = ["\t".join(["utt", "ref", "vote", "agreement", "spread", "mean_max", "draws"])]
+        for utt, ref, ok, p in zip(utts, refs, right, probs):
+            lines.append(f"{utt}\t{LABELS[ref]}\t{LABELS[int(p.argmax())]}\t{1.0 if ok else 0.5}\t0.1\t{p.max()}\t8")
+        (exp / "genser" / f"fold_{fold}" / "decode_nsteps3_eta0.5" / "draws.tsv").write_text("\n".join(lines) + "\n")
+
+    calibrate.main(["--exp_dir", str(exp)])
+    text = (exp / "CALIBRATION.md").read_text()
+    assert (exp / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    for system, setting in (("genser", "nsteps3_eta0.0"), ("classifier", "argmax")):
+        probs = np.concatenate([truth["test"][(system, f)][2] for f in "12"])
+        refs = np.concatenate([truth["test"][(system, f)][1] for f in "12"])
+        before = summarize_calibration(probs, refs, 15)
+        temps = [fit_temperature(truth["dev"][(system, f)][2], truth["dev"][(system, f)][1]) for f in "12"]
+        assert all(t > 1.0 for t in temps)  # the posteriors are overconfident: softened
+        scaled = np.concatenate([temperature_scale(truth["test"][(system, f)][2], t) for f, t in zip("12", temps)])
+        after = summarize_calibration(scaled, refs, 15)
+        row = next(line for line in text.splitlines() if line.startswith(f"| {system} | `{setting}`"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2:9] == ["120", f"{100 * before['acc']:.1f}", f"{100 * before['ece']:.1f}",
+                              f"{before['brier']:.3f}", f"{before['nll']:.3f}", f"{before['auroc']:.3f}",
+                              f"{np.median(temps):.2f} [{min(temps):.2f}, {max(temps):.2f}]"]
+        assert cells[9:] == [f"{100 * after['ece']:.1f}", f"{after['brier']:.3f}", f"{after['nll']:.3f}"]
+        assert after["nll"] < before["nll"]
+    agreement = next(line for line in text.splitlines() if "| agreement |" in line)
+    assert "| 1.000 |" in agreement

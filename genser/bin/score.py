@@ -63,13 +63,14 @@ def get_parser():
 
 @dataclass
 class Hyp:
-    """One decoding output: reference and hypothesis label per utterance (file order)."""
+    """One decoding output: reference and hypothesis label and posteriors per utterance (file order)."""
 
     path: Path
     labels: list
     utts: list = field(default_factory=list)
     refs: list = field(default_factory=list)
     hyps: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
 
 
 def read_hyp(path):
@@ -107,6 +108,7 @@ def read_hyp(path):
         hyp.utts.append(utt)
         hyp.refs.append(ref)
         hyp.hyps.append(pred)
+        hyp.scores.append([float(x) for x in scores])
     if not hyp.utts:
         raise ScoreError(f"{path}: no utterances (only a header)")
     return hyp
@@ -482,6 +484,17 @@ def render_results(exp, scores, primaries, *, title, command, pngs):
     return "\n".join(out) + "\n"
 
 
+def calibration_text(exp, primaries, out_dir):
+    """The calibration section of genser.bin.calibrate, or "" where posteriors are not probabilities."""
+    from genser.bin.calibrate import calibration_section  # imports this module: resolved at call time
+
+    try:
+        return "\n".join(["", *calibration_section(exp, primaries, out_dir)]) + "\n"
+    except ValueError as e:
+        log.warning("no calibration section in the report: %s", e)
+        return ""
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     params = load_config(get_parser(), argv)
@@ -496,6 +509,7 @@ def main(argv=None):
     pngs = write_plots(exp, scores, primaries, out.parent)
     text = render_results(exp, scores, primaries, title=params.title or f"Results: {exp.exp_dir.resolve().name}",
                           command=f"python -m genser.bin.score {shlex.join(argv)}", pngs=pngs)
+    text += calibration_text(exp, primaries, out.parent)
     atomic_write(out, text)
     print(main_table(exp, scores, primaries))
     log.info("wrote %s and %d PNG(s) next to it", out, len(pngs))

@@ -1,0 +1,207 @@
+"""Calibration and confidence of the decoded folds of one experiment (docs/METHOD.md §6).
+
+    python -m genser.bin.calibrate --exp_dir exp/emotion_whisper_base_mean_train/seed0
+
+For each system at its main-table setting (as genser.bin.score picks it), pooled over the test
+folds: accuracy, expected calibration error (ECE, 15 bins), Brier score, NLL and the AUROC of
+the largest posterior against correctness; a reliability diagram (reliability_<system>.png).
+
+Temperature scaling is fitted per fold on that fold's hyp_dev.tsv (genser-decode --subset dev:
+the fold's dev speakers, training speakers that its model did not train on, never the test
+speaker) and applied to the same model's test posteriors; the table then gives the figures after
+scaling and the fitted temperatures. Folds without hyp_dev.tsv get no temperature.
+
+Where Gen-SER settings with eta > 0 have draws.tsv (genser-decode --draws K), the confidence
+study ranks the errors of the deterministic Gen-SER decision (same nsteps, eta 0) by the largest
+posterior, by the agreement of the K draws, by minus their spread and by the largest mean
+posterior over the draws, and the classifier's errors by its largest posterior (AUROC, 0.5 =
+no better than chance).
+
+Writes <exp_dir>/CALIBRATION.md (or --out) and the PNGs next to it; genser.bin.score appends
+the same section to RESULTS.md.
+"""
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from genser.bin.common import load_config, setup_logging, str_or_none
+from genser.bin.score import (ScoreError, load_experiment, md_table, parse_setting, primary_setting, read_hyp,
+                              score_experiment)
+from genser.calibration import auroc, fit_temperature, reliability, summarize_calibration, temperature_scale
+from genser.fileio import atomic_write
+
+log = logging.getLogger("genser.calibrate")
+
+N_BINS = 15
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp_dir", required=True, help="experiment directory (exp/<name>[/seed<S>]) of stage 4 output")
+    p.add_argument("--out", type=str_or_none, default=None, help="Markdown report (default: <exp_dir>/CALIBRATION.md)")
+    p.add_argument("--primary", type=str_or_none, default=None, help="decoding setting, as for genser.bin.score")
+    return p
+
+
+def _arrays(exp, hyp):
+    index = {label: i for i, label in enumerate(exp.labels)}
+    order = [hyp.labels.index(label) for label in exp.labels]  # columns in the experiment's label order
+    return np.asarray(hyp.scores, dtype=np.float64)[:, order], np.array([index[r] for r in hyp.refs])
+
+
+def calibrate_system(exp, system, setting):
+    """Pooled figures before and after per-fold temperature scaling, and the temperatures."""
+    probs, targets, scaled, temps = [], [], [], {}
+    for fold in exp.folds_of(system, setting):
+        hyp = exp.decodes[(system, setting, fold)]
+        p, t = _arrays(exp, hyp)
+        probs.append(p)
+        targets.append(t)
+        dev_path = hyp.path.parent / "hyp_dev.tsv"
+        if dev_path.is_file():
+            dp, dt = _arrays(exp, read_hyp(dev_path))
+            temps[fold] = fit_temperature(dp, dt)
+            scaled.append(temperature_scale(p, temps[fold]))
+    probs, targets = np.concatenate(probs), np.concatenate(targets)
+    out = {"before": summarize_calibration(probs, targets, N_BINS), "temps": temps,
+           "bins": {"before": reliability(probs.max(1), probs.argmax(1) == targets, N_BINS)}}
+    if temps and len(temps) == len(exp.folds_of(system, setting)):
+        scaled = np.concatenate(scaled)
+        out["after"] = summarize_calibration(scaled, targets, N_BINS)
+        out["bins"]["after"] = reliability(scaled.max(1), scaled.argmax(1) == targets, N_BINS)
+    return out
+
+
+def read_draws(path):
+    """{utt: (agreement, spread, mean_max)} of a draws.tsv and its number of draws."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    if header != ["utt", "ref", "vote", "agreement", "spread", "mean_max", "draws"]:
+        raise ScoreError(f"{path}: unexpected header {header}")
+    rows, draws = {}, set()
+    for lineno, line in enumerate(lines[1:], 2):
+        fields = line.split("\t")
+        if len(fields) != 7:
+            raise ScoreError(f"{path}:{lineno}: expected 7 fields, got {len(fields)}")
+        rows[fields[0]] = (fields[1], fields[2], *map(float, fields[3:6]))
+        draws.add(int(fields[6]))
+    return rows, draws
+
+
+def confidence_study(exp):
+    """Rows of (system, setting, confidence, decision accuracy, AUROC), pooled over folds."""
+    rows = []
+    for system in exp.systems:
+        for setting in exp.settings(system):
+            parsed = parse_setting(setting)
+            if parsed is None or parsed[1] == 0.0:
+                continue
+            det = f"nsteps{parsed[0]}_eta0.0"
+            paths = [exp.decodes[(system, setting, f)].path.parent / "draws.tsv" for f in exp.folds_of(system, setting)]
+            if det not in exp.settings(system) or not all(p.is_file() for p in paths):
+                continue
+            conf = {"max posterior (eta 0)": [], "agreement": [], "-spread": [], "max mean posterior": []}
+            correct, vote_correct, draws = [], [], set()
+            for fold, path in zip(exp.folds_of(system, setting), paths):
+                hyp = exp.decodes[(system, det, fold)]
+                sampled, k = read_draws(path)
+                draws |= k
+                for utt, ref, pred, scores in zip(hyp.utts, hyp.refs, hyp.hyps, hyp.scores):
+                    if utt not in sampled:
+                        raise ScoreError(f"{path}: no draws for utterance {utt} of {hyp.path}")
+                    _, vote, agreement, spread, mean_max = sampled[utt]
+                    correct.append(pred == ref)
+                    vote_correct.append(vote == ref)
+                    conf["max posterior (eta 0)"].append(max(scores))
+                    conf["agreement"].append(agreement)
+                    conf["-spread"].append(-spread)
+                    conf["max mean posterior"].append(mean_max)
+            k = "/".join(map(str, sorted(draws)))
+            for name, values in conf.items():
+                rows.append({"system": system, "setting": det if name.endswith("(eta 0)") else f"{setting}, K={k}",
+                             "confidence": name, "acc": float(np.mean(correct)),
+                             "auroc": auroc(values, correct), "vote_acc": float(np.mean(vote_correct))})
+    for system in exp.systems:
+        if system == "genser" or not rows:
+            continue
+        setting = primary_setting(exp.settings(system))
+        correct, conf = [], []
+        for fold in exp.folds_of(system, setting):
+            hyp = exp.decodes[(system, setting, fold)]
+            correct += [p == r for p, r in zip(hyp.hyps, hyp.refs)]
+            conf += [max(s) for s in hyp.scores]
+        rows.append({"system": system, "setting": setting, "confidence": "max posterior",
+                     "acc": float(np.mean(correct)), "auroc": auroc(conf, correct), "vote_acc": None})
+    return rows
+
+
+def _f(x, scale=100.0, digits=1):
+    return "—" if x is None else f"{scale * x:.{digits}f}"
+
+
+def calibration_section(exp, primaries, out_dir, level="##"):
+    """Markdown lines of the calibration tables (and the PNGs they link, written to out_dir)."""
+    from genser.plots import plot_reliability  # matplotlib only when plotting
+
+    table, panels = [], []
+    for system in exp.systems:
+        setting = primaries[system]
+        res = calibrate_system(exp, system, setting)
+        before, after = res["before"], res.get("after")
+        temps = sorted(res["temps"].values())
+        t_text = (f"{np.median(temps):.2f} [{temps[0]:.2f}, {temps[-1]:.2f}]" if after else "—")
+        table.append([system, f"`{setting}`", str(before["n"]), _f(before["acc"]), _f(before["ece"]),
+                      _f(before["brier"], 1, 3), _f(before["nll"], 1, 3), _f(before["auroc"], 1, 3), t_text,
+                      _f(after and after["ece"]), _f(after and after["brier"], 1, 3), _f(after and after["nll"], 1, 3)])
+        panels.append((f"{system} {setting}", res["bins"]["before"], before["ece"]))
+        if after:
+            panels.append((f"{system} {setting}, T={np.median(temps):.2f}", res["bins"]["after"], after["ece"]))
+    png = "reliability.png"
+    plot_reliability(panels, Path(out_dir) / png, title="Reliability (pooled test folds; after: T fitted on dev speakers)")
+    out = [f"{level} Calibration", "",
+           f"Pooled over the test folds; ECE over {N_BINS} equal-width confidence bins (%), Brier score and NLL "
+           "per utterance, AUROC of the largest posterior against correctness. T = temperature fitted per fold by "
+           "minimising the NLL on that fold's dev speakers (hyp_dev.tsv: training speakers held out of its "
+           "training, never the test speaker): median [min, max] over folds; the last three columns are after "
+           "scaling the test posteriors by it.", "",
+           md_table(["system", "setting", "N", "acc", "ECE", "Brier", "NLL", "AUROC", "T", "ECE (T)",
+                     "Brier (T)", "NLL (T)"], table, left=2), "", f"![reliability diagrams]({png})", ""]
+    study = confidence_study(exp)
+    if study:
+        out += [f"{level} Confidence: does it rank the errors?", "",
+                "AUROC of each confidence against the correctness of the decision named (pooled over folds; "
+                "0.5 = chance, 1 = every error less confident than every correct answer). Gen-SER: the "
+                "decision of the deterministic sampler (eta 0) at the same nsteps, ranked by its largest "
+                "posterior, or by K stochastic draws at eta > 0: the share of draws that agree with their "
+                "vote, minus the RMS distance of the terminal samples to their mean (spread), the largest "
+                "mean posterior. `vote acc` = accuracy of the draws' majority vote.", "",
+                md_table(["system", "setting", "confidence", "acc", "AUROC", "vote acc"],
+                         [[r["system"], f"`{r['setting']}`", r["confidence"], _f(r["acc"]), _f(r["auroc"], 1, 3),
+                           _f(r["vote_acc"])] for r in study], left=3), ""]
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    params = load_config(get_parser(), argv)
+    setup_logging()
+    out = Path(params.out) if params.out else Path(params.exp_dir) / "CALIBRATION.md"
+    try:
+        exp = load_experiment(params.exp_dir)
+        _, primaries = score_experiment(exp, params.primary)
+        lines = calibration_section(exp, primaries, out.parent)
+    except (ScoreError, OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from e
+    text = "\n".join([f"# Calibration: {Path(params.exp_dir).resolve().name}", "",
+                      f"- command: `python -m genser.bin.calibrate {shlex.join(argv)}`", "", *lines]) + "\n"
+    atomic_write(out, text)
+    print(text)
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
