@@ -1,5 +1,5 @@
 """Calibration and confidence of posteriors: ECE, Brier score, reliability data, temperature
-scaling, and the AUROC of a confidence against correctness (docs/METHOD.md §5).
+scaling, and the AUROC of a confidence against correctness (docs/METHOD.md §6).
 
 Pure numpy functions on arrays: ``probs`` [N, K] rows of posteriors, ``targets`` [N] class
 indices, ``conf`` [N] a confidence (higher = more sure), ``correct`` [N] booleans.

@@ -92,50 +92,59 @@ def read_draws(path):
     return rows, draws
 
 
+def _pooled_draws(exp, system, setting, det):
+    """Correctness of the eta-0 decision, the confidences and the vote's correctness, pooled."""
+    conf = {"agreement": [], "-spread": [], "max mean posterior": []}
+    correct, vote_correct, draws = [], [], set()
+    for fold in exp.folds_of(system, setting):
+        path = exp.decodes[(system, setting, fold)].path.parent / "draws.tsv"
+        hyp = exp.decodes[(system, det, fold)]
+        sampled, k = read_draws(path)
+        draws |= k
+        for utt, ref, pred in zip(hyp.utts, hyp.refs, hyp.hyps):
+            if utt not in sampled:
+                raise ScoreError(f"{path}: no draws for utterance {utt} of {hyp.path}")
+            _, vote, agreement, spread, mean_max = sampled[utt]
+            correct.append(pred == ref)
+            vote_correct.append(vote == ref)
+            conf["agreement"].append(agreement)
+            conf["-spread"].append(-spread)
+            conf["max mean posterior"].append(mean_max)
+    return correct, conf, vote_correct, "/".join(map(str, sorted(draws)))
+
+
+def _max_posterior_row(exp, system, setting, name="max posterior"):
+    correct, conf = [], []
+    for fold in exp.folds_of(system, setting):
+        hyp = exp.decodes[(system, setting, fold)]
+        correct += [p == r for p, r in zip(hyp.hyps, hyp.refs)]
+        conf += [max(s) for s in hyp.scores]
+    return {"system": system, "setting": setting, "confidence": name, "acc": float(np.mean(correct)),
+            "auroc": auroc(conf, correct), "vote_acc": None}
+
+
 def confidence_study(exp):
-    """Rows of (system, setting, confidence, decision accuracy, AUROC), pooled over folds."""
+    """Rows of (system, setting, confidence, decision accuracy, AUROC, vote accuracy), pooled over
+    folds. Gen-SER settings need nsteps >= 2 (at one step eta adds no noise, docs/METHOD.md §6)."""
     rows = []
     for system in exp.systems:
         for setting in exp.settings(system):
             parsed = parse_setting(setting)
-            if parsed is None or parsed[1] == 0.0:
+            if parsed is None or parsed[1] == 0.0 or parsed[0] < 2:
                 continue
             det = f"nsteps{parsed[0]}_eta0.0"
-            paths = [exp.decodes[(system, setting, f)].path.parent / "draws.tsv" for f in exp.folds_of(system, setting)]
-            if det not in exp.settings(system) or not all(p.is_file() for p in paths):
+            if det not in exp.settings(system) or not all(
+                    (exp.decodes[(system, setting, f)].path.parent / "draws.tsv").is_file()
+                    for f in exp.folds_of(system, setting)):
                 continue
-            conf = {"max posterior (eta 0)": [], "agreement": [], "-spread": [], "max mean posterior": []}
-            correct, vote_correct, draws = [], [], set()
-            for fold, path in zip(exp.folds_of(system, setting), paths):
-                hyp = exp.decodes[(system, det, fold)]
-                sampled, k = read_draws(path)
-                draws |= k
-                for utt, ref, pred, scores in zip(hyp.utts, hyp.refs, hyp.hyps, hyp.scores):
-                    if utt not in sampled:
-                        raise ScoreError(f"{path}: no draws for utterance {utt} of {hyp.path}")
-                    _, vote, agreement, spread, mean_max = sampled[utt]
-                    correct.append(pred == ref)
-                    vote_correct.append(vote == ref)
-                    conf["max posterior (eta 0)"].append(max(scores))
-                    conf["agreement"].append(agreement)
-                    conf["-spread"].append(-spread)
-                    conf["max mean posterior"].append(mean_max)
-            k = "/".join(map(str, sorted(draws)))
-            for name, values in conf.items():
-                rows.append({"system": system, "setting": det if name.endswith("(eta 0)") else f"{setting}, K={k}",
-                             "confidence": name, "acc": float(np.mean(correct)),
-                             "auroc": auroc(values, correct), "vote_acc": float(np.mean(vote_correct))})
-    for system in exp.systems:
-        if system == "genser" or not rows:
-            continue
-        setting = primary_setting(exp.settings(system))
-        correct, conf = [], []
-        for fold in exp.folds_of(system, setting):
-            hyp = exp.decodes[(system, setting, fold)]
-            correct += [p == r for p, r in zip(hyp.hyps, hyp.refs)]
-            conf += [max(s) for s in hyp.scores]
-        rows.append({"system": system, "setting": setting, "confidence": "max posterior",
-                     "acc": float(np.mean(correct)), "auroc": auroc(conf, correct), "vote_acc": None})
+            if not any(r["setting"] == det for r in rows):
+                rows.append(_max_posterior_row(exp, system, det, "max posterior (eta 0)"))
+            correct, conf, vote_correct, k = _pooled_draws(exp, system, setting, det)
+            rows += [{"system": system, "setting": f"{setting}, K={k}", "confidence": name,
+                      "acc": float(np.mean(correct)), "auroc": auroc(values, correct),
+                      "vote_acc": float(np.mean(vote_correct))} for name, values in conf.items()]
+    if rows:
+        rows += [_max_posterior_row(exp, s, primary_setting(exp.settings(s))) for s in exp.systems if s != "genser"]
     return rows
 
 
@@ -161,7 +170,8 @@ def calibration_section(exp, primaries, out_dir, level="##"):
         if after:
             panels.append((f"{system} {setting}, T={np.median(temps):.2f}", res["bins"]["after"], after["ece"]))
     png = "reliability.png"
-    plot_reliability(panels, Path(out_dir) / png, title="Reliability (pooled test folds; after: T fitted on dev speakers)")
+    plot_reliability(panels, Path(out_dir) / png,
+                     title="Reliability (pooled test folds; after: T fitted on dev speakers)")
     out = [f"{level} Calibration", "",
            f"Pooled over the test folds; ECE over {N_BINS} equal-width confidence bins (%), Brier score and NLL "
            "per utterance, AUROC of the largest posterior against correctness. T = temperature fitted per fold by "
