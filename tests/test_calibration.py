@@ -163,3 +163,47 @@ def test_calibrate_report_matches_the_library(tmp_path):
         assert after["nll"] < before["nll"]
     agreement = next(line for line in text.splitlines() if "| agreement |" in line)
     assert "| 1.000 |" in agreement
+
+
+def test_calibrate_refuses_dev_posteriors_of_another_model(tmp_path):
+    from genser.bin import calibrate
+
+    rng = np.random.default_rng(1)
+    fold = tmp_path / "exp" / "classifier" / "fold_1"
+    for name, n in (("hyp.tsv", 20), ("hyp_dev.tsv", 20)):
+        refs = rng.integers(0, 4, n)
+        _write_hyp(fold / "decode_argmax" / name, [f"{name}{i}" for i in range(n)], refs, _sharp(rng, refs))
+    (fold / "train.done").write_text("identity aaaa\n")
+    (fold / "decode_argmax" / "identity").write_text("identity aaaa\n")
+    (fold / "decode_argmax" / "identity_dev").write_text("identity bbbb\n")
+    with pytest.raises(SystemExit, match="hyp_dev.tsv was decoded from model bbbb.*stale"):
+        calibrate.main(["--exp_dir", str(tmp_path / "exp")])
+
+
+# ---- genser-decode --subset dev and --draws -------------------------------------------------
+def test_decode_dev_subset_and_draws(tmp_path):
+    """hyp_dev.tsv holds exactly the dev speakers' utterances; draws.tsv has one row per test
+    utterance with agreement in [1/K, 1] and spread >= 0, and is removed by a decode without it."""
+    from test_train import fold_dir_of, make_experiment, train_args
+
+    from genser.bin import decode, train
+
+    root = make_experiment(tmp_path)
+    train.main(train_args(root, "--epochs", "2", "--model", "genser"))
+    fold = fold_dir_of(root)
+    common = ["--model_dir", str(fold), "--feat_dir", str(root / "dump"), "--data_dir", str(root / "data"),
+              "--nsteps", "3", "--eta", "0.0 1.0"]
+    decode.main([*common, "--draws", "5"])
+    decode.main([*common, "--subset", "dev"])
+    out = fold / "decode_nsteps3_eta1.0"
+    dev_utts = [line.split("\t")[0] for line in (out / "hyp_dev.tsv").read_text().splitlines()[1:]]
+    assert dev_utts == (fold / "dev.list").read_text().split() and dev_utts
+    assert (out / "identity_dev").read_text() == (fold / "train.done").read_text().splitlines()[0] + "\n"
+    rows = [line.split("\t") for line in (out / "draws.tsv").read_text().splitlines()]
+    assert rows[0] == ["utt", "ref", "vote", "agreement", "spread", "mean_max", "draws"]
+    assert [r[0] for r in rows[1:]] == (fold / "test.list").read_text().split()
+    assert all(0.2 <= float(r[3]) <= 1.0 and float(r[4]) >= 0.0 and r[6] == "5" for r in rows[1:])
+    assert any(float(r[4]) > 0 for r in rows[1:])  # eta 1 at 3 steps: the draws differ
+    assert not (fold / "decode_nsteps3_eta0.0" / "draws.tsv").exists()  # eta 0: nothing to draw
+    decode.main(common)
+    assert not (out / "draws.tsv").exists()

@@ -32,7 +32,7 @@ from genser.bin.common import load_config, setup_logging, str_or_none
 from genser.bin.score import (ScoreError, load_experiment, md_table, parse_setting, primary_setting, read_hyp,
                               score_experiment)
 from genser.calibration import auroc, fit_temperature, reliability, summarize_calibration, temperature_scale
-from genser.fileio import atomic_write
+from genser.fileio import atomic_write, read_identity
 
 log = logging.getLogger("genser.calibrate")
 
@@ -63,6 +63,11 @@ def calibrate_system(exp, system, setting):
         targets.append(t)
         dev_path = hyp.path.parent / "hyp_dev.tsv"
         if dev_path.is_file():
+            dev_model = read_identity(hyp.path.parent / "identity_dev")
+            trained = read_identity(hyp.path.parents[1] / "train.done")
+            if dev_model is not None and trained is not None and dev_model != trained:
+                raise ScoreError(f"{dev_path} was decoded from model {dev_model}, but {hyp.path.parents[1]} holds "
+                                 f"model {trained}: a stale decode; re-run genser-decode --subset dev")
             dp, dt = _arrays(exp, read_hyp(dev_path))
             temps[fold] = fit_temperature(dp, dt)
             scaled.append(temperature_scale(p, temps[fold]))

@@ -75,6 +75,11 @@ def decode(model, loader, *, nsteps, eta, generator, device):
     return torch.cat(preds).tolist(), torch.cat(scores).tolist()
 
 
+def identity_file(hyp_path):
+    """The name of the identity file that goes with a hyp.tsv or hyp_dev.tsv."""
+    return "identity" if hyp_path.name == "hyp.tsv" else "identity_" + hyp_path.stem[len("hyp_"):]
+
+
 @torch.no_grad()
 def decode_draws(model, loader, *, draws, nsteps, eta, generator, device):
     """Per utterance: (vote, agreement, spread, max of the mean posterior) over ``draws`` samples."""
@@ -100,11 +105,12 @@ def write_draws(path, utts, refs, rows, labels, draws):
 
 
 def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
-    """hyp.tsv, and next to it the identity of the model that made it (checked by scoring)."""
+    """hyp.tsv (or hyp_dev.tsv), and next to it the identity of the model that made it (checked
+    by scoring): ``identity`` for hyp.tsv, ``identity_dev`` for hyp_dev.tsv."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not all(math.isfinite(s) for row in scores for s in row):
         raise ValueError(f"non-finite scores from the model for {path}: the model is broken (diverged?)")
-    with atomic_open(path.parent / "identity") as f:
+    with atomic_open(path.parent / identity_file(path)) as f:
         f.write(f"identity {identity}\n")
     with atomic_open(path) as f:
         f.write("\t".join(["utt", "ref", "hyp", *labels]) + "\n")
@@ -137,11 +143,15 @@ def main(argv=None):
         preds, scores = decode(model, loader, nsteps=nsteps, eta=eta, generator=generator, device=device)
         write_hyp(model_dir / f"decode_{name}" / hyp_name, utts, refs, preds, scores, model.labels,
                   identity=extra.get("identity"))
+        draws_path = model_dir / f"decode_{name}" / "draws.tsv"
         if params.draws > 0 and model.kind == "genser" and eta > 0 and params.subset == "test":
             generator = torch.Generator(device=device).manual_seed(params.seed + 1)
             rows = decode_draws(model, loader, draws=params.draws, nsteps=nsteps, eta=eta, generator=generator,
                                 device=device)
-            write_draws(model_dir / f"decode_{name}" / "draws.tsv", utts, refs, rows, model.labels, params.draws)
+            write_draws(draws_path, utts, refs, rows, model.labels, params.draws)
+        elif params.subset == "test" and draws_path.exists():  # it came with an older hyp.tsv
+            log.info("removing %s: this decode has no draws", draws_path)
+            draws_path.unlink()
         stats = summarize(refs, preds, len(model.labels))
         log.info("%s %s (%s): UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name, params.subset,
                  100 * stats["ua"], 100 * stats["wa"], 100 * stats["macro_f1"], len(utts))
