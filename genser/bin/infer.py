@@ -51,6 +51,7 @@ log = logging.getLogger("genser.infer")
 UNKNOWN = "unknown"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
 SEGMENT_MODES = ("none", "vad", "window")
+LONG_WHOLE_S = 60.0  # --segment none warns above this length (seconds)
 
 
 def get_parser():
@@ -277,6 +278,10 @@ def main(argv=None):
                     write_timeline(params.out_dir, name, utt, path, duration, rows, model.labels, envelope)
             else:
                 wav = reader(utt, path)
+                if wav.numel() > LONG_WHOLE_S * reader.target_sr:
+                    log.warning("utt %s (%s): %.0f s classified whole, as one utterance; --segment vad or "
+                                "window classifies a long recording in segments", utt, path,
+                                wav.numel() / reader.target_sr)
                 _, scores = classify(model, frontend, meta, [wav], nsteps=params.nsteps, eta=params.eta,
                                      generator=generator)
                 scores = scores[0].numpy()
