@@ -123,6 +123,8 @@ def test_window_mode_writes_tsv_json_png_and_min_confidence(tmp_path, capsys):
         assert capsys.readouterr().out.splitlines()[1].split("\t")[1] == expected
     with pytest.raises(SystemExit, match="min_confidence"):
         infer.main(["--model", str(model), "--min_confidence", "1.5", wav])
+    with pytest.raises(SystemExit, match="--hop must be positive"):
+        infer.main(["--model", str(model), "--segment", "window", "--hop", "0", wav])
 
 
 def test_no_speech_found_exits_0_with_an_empty_timeline(tmp_path, capsys):

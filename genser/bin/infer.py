@@ -250,6 +250,11 @@ def main(argv=None):
     setup_logging()
     if not 0.0 <= params.min_confidence <= 1.0:
         raise SystemExit(f"error: --min_confidence must lie in [0, 1], got {params.min_confidence}")
+    for name in ("window", "hop", "max_segment", "block_seconds"):
+        if not getattr(params, name) > 0:
+            raise SystemExit(f"error: --{name} must be positive, got {getattr(params, name)}")
+    if not 0.0 < params.vad_threshold < 1.0:
+        raise SystemExit(f"error: --vad_threshold must lie in (0, 1), got {params.vad_threshold}")
     items = collect_inputs(params.wavs, params.wav_scp)
     if not items:
         raise SystemExit("error: give audio files, directories or --wav_scp")
