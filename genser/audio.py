@@ -1,6 +1,7 @@
 """Audio reading for data dirs: soundfile I/O, down-mixing and resampling to a target rate."""
 import io
 import logging
+import math
 import os
 import subprocess
 from collections import Counter
@@ -164,6 +165,59 @@ def speed_perturb(wav, factor):
         _SPEED_RESAMPLERS[p, q] = import_torchaudio().transforms.Resample(p, q)
     with torch.no_grad():
         return _SPEED_RESAMPLERS[p, q](wav.unsqueeze(0)).squeeze(0).contiguous()
+
+    def info(self, utt, path):
+        """(sample rate, frames, channels) of a seekable file, without reading its samples."""
+        if str(path).rstrip().endswith("|"):
+            raise AudioError(f"utt {utt}: {path} is a pipe; a long recording is read in blocks and needs a "
+                             f"seekable file (write the pipe's output to a file first)")
+        try:
+            info = sf.info(str(path))
+        except FileNotFoundError as exc:
+            raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+            if not os.path.exists(str(path)):
+                raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
+            raise AudioError(f"utt {utt}: cannot read audio {path}: {exc}") from exc
+        if info.frames <= 0:
+            raise AudioError(f"utt {utt}: empty audio (0 samples) in {path}")
+        return int(info.samplerate), int(info.frames), int(info.channels)
+
+    def stream(self, utt, path, block_seconds=30.0):
+        """Yields the recording as consecutive mono blocks at ``target_sr`` (1-D FloatTensors).
+
+        Memory is bounded by ``block_seconds`` whatever the file's length. The blocks join into
+        the samples of resampling the whole file at once (up to float rounding): every cut falls
+        on a whole period of the rate ratio, so the filter phases match the one-shot resampler,
+        and the samples near a cut are held back until the next block gives their right context
+        (``ctx`` input samples of context, more than the sinc filter reaches).
+        """
+        sr, _, _ = self.info(utt, path)
+        g = math.gcd(sr, self.target_sr)
+        period_in, period_out = sr // g, self.target_sr // g
+        ctx = period_in * max(1, math.ceil(64 / period_in))
+        ctx_out = ctx // period_in * period_out
+        block = max(2 * ctx, int(block_seconds * sr) // period_in * period_in)
+        tail, skip = torch.zeros(0), 0  # not yet emitted input (aligned start); its outputs already out
+        try:
+            for data in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+                if not np.isfinite(data).all():
+                    raise AudioError(f"utt {utt}: non-finite samples in {path}")
+                mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
+                if sr == self.target_sr:
+                    yield mono.clamp_(-1.0, 1.0)
+                    continue
+                buf = torch.cat([tail, mono])
+                held = (buf.numel() - ctx) // period_in * period_in  # first held-back sample
+                if held - ctx < 0 or held // period_in * period_out <= skip:
+                    tail = buf  # too short to cut yet
+                    continue
+                yield self._resample(buf, sr)[skip:held // period_in * period_out].clamp_(-1.0, 1.0)
+                tail, skip = buf[held - ctx:], ctx_out
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"utt {utt}: cannot read audio {path}: {exc}") from exc
+        if tail.numel():
+            yield self._resample(tail, sr)[skip:].clamp_(-1.0, 1.0)
 
 
 # |x| at or above this is full scale: 32767/32768 is the largest positive 16-bit sample.

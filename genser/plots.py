@@ -1,4 +1,5 @@
-"""Figures of the scoring stage: confusion matrix and steps ablation (PNG, no display needed).
+"""Figures: confusion matrix, steps ablation, reliability diagrams and the emotion timeline of a
+long recording (PNG, no display needed).
 
 Figures are drawn on a bare ``matplotlib.figure.Figure`` with the Agg canvas, so nothing touches
 pyplot's global state or needs a display, and the PNG is written atomically.
@@ -122,6 +123,72 @@ def plot_matrices(panels, rows, cols, path, title, marked=()):
         ax.set_title(name, fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="UA (%)")
     fig.suptitle(title, fontsize=10, y=1.05)  # above the panel titles (bbox_inches="tight" keeps it)
+    return _save(fig, path)
+
+
+def plot_reliability(panels, path, title="Reliability"):
+    """Writes reliability diagrams side by side: accuracy vs mean confidence per bin.
+
+    ``panels``: list of (name, bins, ece) with ``bins`` from ``genser.calibration.reliability``;
+    bar width is the bin, the diagonal is perfect calibration, the bin counts are printed.
+    """
+    if not panels:
+        raise ValueError(f"{path}: nothing to plot")
+    fig = Figure(figsize=(3.2 * len(panels), 3.4))
+    for p, (name, bins, ece) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), p + 1)
+        full = [b for b in bins if b["count"]]
+        ax.bar([b["lo"] for b in full], [b["acc"] for b in full], width=[b["hi"] - b["lo"] for b in full],
+               align="edge", edgecolor="black", color="C0", alpha=0.8, label="accuracy")
+        ax.bar([b["lo"] for b in full], [b["conf"] - b["acc"] for b in full], bottom=[b["acc"] for b in full],
+               width=[b["hi"] - b["lo"] for b in full], align="edge", color="C3", alpha=0.3, label="gap")
+        for b in full:
+            ax.text((b["lo"] + b["hi"]) / 2, 0.02, str(b["count"]), ha="center", fontsize=6, rotation=90)
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        if p == 0:
+            ax.set_ylabel("accuracy")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"{name}\nECE {100 * ece:.1f}%", fontsize=9)
+    fig.suptitle(title, fontsize=10, y=1.04)
+    return _save(fig, path)
+
+
+def plot_timeline(envelope, frame_s, segments, labels, path, title=""):
+    """Writes the emotion track of a long recording over its waveform.
+
+    ``envelope``: the peak |sample| per frame of ``frame_s`` seconds (the waveform at plotting
+    resolution, whatever the length); ``segments``: dicts with ``start``, ``end``, ``label`` and
+    ``scores`` ({label: posterior}). Top: the waveform with each segment shaded in its label's
+    colour; bottom: every label's posterior per segment as steps.
+    """
+    envelope = np.asarray(envelope, dtype=np.float64)
+    t = np.arange(len(envelope)) * frame_s
+    colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    fig = Figure(figsize=(10, 4.5))
+    wave, track = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.2]})
+    wave.fill_between(t, -envelope, envelope, color="0.4", linewidth=0)
+    for seg in segments:
+        wave.axvspan(seg["start"], seg["end"], color=colours.get(seg["label"], "0.8"), alpha=0.3, linewidth=0)
+        wave.text((seg["start"] + seg["end"]) / 2, 0.9, seg["label"], ha="center", va="top", fontsize=6,
+                  rotation=90 if seg["end"] - seg["start"] < 0.08 * max(len(t) * frame_s, 1.0) else 0)
+    wave.set_ylim(-1, 1)
+    wave.set_ylabel("waveform")
+    wave.set_title(title or f"{len(segments)} segments", fontsize=10)
+    for label in labels:
+        xs, ys = [], []
+        for seg in segments:
+            xs += [seg["start"], seg["end"], np.nan]
+            ys += [seg["scores"][label]] * 2 + [np.nan]
+        track.plot(xs, ys, color=colours[label], linewidth=2, label=label)
+    track.set_ylim(0, 1.02)
+    track.set_ylabel("posterior")
+    track.set_xlabel("time (s)")
+    track.legend(fontsize=7, ncol=min(len(labels), 7), loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    if len(t):
+        track.set_xlim(0, t[-1] + frame_s)
     return _save(fig, path)
 
 

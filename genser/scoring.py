@@ -38,13 +38,14 @@ class ScoreError(ValueError):
 
 @dataclass
 class Hyp:
-    """One decoding output: reference and hypothesis label per utterance (file order)."""
+    """One decoding output: reference and hypothesis label and posteriors per utterance (file order)."""
 
     path: Path
     labels: list
     utts: list = field(default_factory=list)
     refs: list = field(default_factory=list)
     hyps: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
 
 
 def read_hyp(path):
@@ -82,6 +83,7 @@ def read_hyp(path):
         hyp.utts.append(utt)
         hyp.refs.append(ref)
         hyp.hyps.append(pred)
+        hyp.scores.append([float(x) for x in scores])
     if not hyp.utts:
         raise ScoreError(f"{path}: no utterances (only a header)")
     return hyp

@@ -35,6 +35,10 @@ die() {
 default_torch="torch==2.13.0+cpu"
 torch_spec="${GENSER_TORCH:-${default_torch}}"
 cpu_index="https://download.pytorch.org/whl/cpu"
+# The voice-activity detector of genser-infer --segment vad (setup.py extra "vad"): its model
+# file ships inside the wheel, nothing is downloaded at run time. 6.2.3 is the version tested
+# with torch 2.13 (CPU); its only requirements are torch and packaging.
+silero_vad_version="6.2.3"
 constraints="${root}/tools/constraints.txt"
 
 # ---- choose the python ---------------------------------------------------------------------
@@ -119,6 +123,7 @@ write_constraints() {
     if [ -n "${ta_version}" ]; then
       echo "torchaudio==${ta_version}"
     fi
+    echo "silero-vad==${silero_vad_version}"
   } > "${constraints}.tmp"
   mv "${constraints}.tmp" "${constraints}"
   log "Wrote ${constraints}: $(grep -v '^#' "${constraints}" | tr '\n' ' ')"
@@ -126,8 +131,8 @@ write_constraints() {
 write_constraints
 
 # ---- genser and the rest -------------------------------------------------------------------
-# [test]: pytest; [lint]: ruff and shellcheck, for tools/lint.sh (.ci/run).
-"${pip[@]}" install -c "${constraints}" -e "${root}[test,lint]" torchaudio \
+# [test]: pytest; [lint]: ruff and shellcheck, for tools/lint.sh (.ci/run); [vad]: silero-vad.
+"${pip[@]}" install -c "${constraints}" -e "${root}[test,lint,vad]" torchaudio \
   || die "pip could not install genser's dependencies under ${constraints} (see the messages above)"
 write_constraints  # now with the torchaudio that was chosen
 
@@ -141,8 +146,8 @@ Remove them (${python} -m pip uninstall <names>) and report the pip command that
   fi
   log "WARNING: ${nvidia} nvidia package(s) present: they came with your own torch ${torch_version}"
 fi
-(cd / && "${python}" -c "import genser, genser.compat; genser.compat.import_torchaudio()") \
-  || die "genser was installed but 'import genser' / torchaudio fails in ${python}"
+(cd / && "${python}" -c "import genser, genser.compat; genser.compat.import_torchaudio(); import genser.vad; genser.vad.silero_model_path()") \
+  || die "genser was installed but 'import genser' / torchaudio / the silero-vad model file fails in ${python}"
 
 echo "${stamp_hash}" > "${stamp}"
 echo "genser installed in ${python}: torch ${torch_version}, pip list | grep -ci nvidia = ${nvidia}," \

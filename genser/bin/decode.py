@@ -6,6 +6,11 @@
 Writes <model_dir>/decode_nsteps<N>_eta<E>/hyp.tsv for Gen-SER and decode_argmax/hyp.tsv for
 the classifier: utt, ref, hyp and one posterior column per label. No retraining is involved, so
 stage 4 can be re-run with other --nsteps values at will.
+
+``--subset dev`` decodes the fold's dev utterances (training speakers held out of training,
+``genser-train --dev_ratio``) into hyp_dev.tsv instead: what temperature scaling is fitted on
+(genser.bin.calibrate). ``--draws K`` adds, for Gen-SER settings with eta > 0, draws.tsv: the
+vote, agreement and spread of K stochastic terminal samples per utterance (docs/METHOD.md §6).
 """
 import argparse
 import logging
@@ -17,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
 from genser.checkpoint import load_model
+from genser.calibration import draw_agreement, draw_spread
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, pad_collate
 from genser.fileio import atomic_open
@@ -36,6 +42,10 @@ def get_parser():
                                                  "the initial sample x1, an ablation)")
     p.add_argument("--eta", default="0.0", help="sampler stochasticity, one value or a list: \"0.0 0.5\"")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subset", default="test", choices=["test", "dev"],
+                   help="utterances to decode: test.list (hyp.tsv) or dev.list (hyp_dev.tsv)")
+    p.add_argument("--draws", type=int, default=0,
+                   help="Gen-SER, eta > 0: K stochastic draws per utterance into draws.tsv (0: none)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     return p
@@ -64,12 +74,42 @@ def decode(model, loader, *, nsteps, eta, generator, device):
     return torch.cat(preds).tolist(), torch.cat(scores).tolist()
 
 
+def identity_file(hyp_path):
+    """The name of the identity file that goes with a hyp.tsv or hyp_dev.tsv."""
+    return "identity" if hyp_path.name == "hyp.tsv" else "identity_" + hyp_path.stem[len("hyp_"):]
+
+
+@torch.no_grad()
+def decode_draws(model, loader, *, draws, nsteps, eta, generator, device):
+    """Per utterance: (vote, agreement, spread, max of the mean posterior) over ``draws`` samples."""
+    rows = []
+    for feats, lengths, _ in loader:
+        feats, lengths = feats.to(device), lengths.to(device)
+        samples = torch.stack([model.generate(feats, lengths, nsteps=nsteps, eta=eta, generator=generator)
+                               for _ in range(draws)]).cpu()  # [K, B, Dc]
+        posteriors = model.taxonomy.posteriors(samples.flatten(0, 1).to(device), tau=model.config["tm"]["ce_tau"])
+        posteriors = posteriors.cpu().reshape(draws, -1, posteriors.shape[-1])
+        vote, agreement = draw_agreement(posteriors.argmax(-1).numpy(), len(model.labels))
+        spread = draw_spread(samples.numpy())
+        rows += list(zip(vote.tolist(), agreement.tolist(), spread.tolist(),
+                         posteriors.mean(0).max(-1).values.tolist()))
+    return rows
+
+
+def write_draws(path, utts, refs, rows, labels, draws):
+    with atomic_open(path) as f:
+        f.write("\t".join(["utt", "ref", "vote", "agreement", "spread", "mean_max", "draws"]) + "\n")
+        for utt, ref, (vote, agreement, spread, mean_max) in zip(utts, refs, rows):
+            f.write(f"{utt}\t{labels[ref]}\t{labels[vote]}\t{agreement:.6f}\t{spread:.6f}\t{mean_max:.6f}\t{draws}\n")
+
+
 def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
-    """hyp.tsv, and next to it the identity of the model that made it (checked by scoring)."""
+    """hyp.tsv (or hyp_dev.tsv), and next to it the identity of the model that made it (checked
+    by scoring): ``identity`` for hyp.tsv, ``identity_dev`` for hyp_dev.tsv."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not all(math.isfinite(s) for row in scores for s in row):
         raise ValueError(f"non-finite scores from the model for {path}: the model is broken (diverged?)")
-    with atomic_open(path.parent / "identity") as f:
+    with atomic_open(path.parent / identity_file(path)) as f:
         f.write(f"identity {identity}\n")
     with atomic_open(path) as f:
         f.write("\t".join(["utt", "ref", "hyp", *labels]) + "\n")
@@ -81,7 +121,7 @@ def main(argv=None):
     params = load_config(get_parser(), argv)
     setup_logging()
     model_dir = Path(params.model_dir)
-    for needed in ("model.pt", "test.list"):
+    for needed in ("model.pt", f"{params.subset}.list"):
         if not (model_dir / needed).exists():
             raise SystemExit(f"error: {model_dir / needed} is missing; it is made by stage 3 (training)")
     device = torch.device(params.device)
@@ -89,17 +129,30 @@ def main(argv=None):
     model.to(device).eval()
     if extra.get("task", params.task) != params.task:
         raise SystemExit(f"error: {model_dir}/model.pt was trained for task {extra['task']}, not {params.task}")
-    utts = (model_dir / "test.list").read_text().split()
+    utts = (model_dir / f"{params.subset}.list").read_text().split()
+    if not utts:
+        raise SystemExit(f"error: {model_dir / (params.subset + '.list')} is empty (no dev set: train with "
+                         f"--dev_ratio > 0 to hold out training speakers)")
+    hyp_name = "hyp.tsv" if params.subset == "test" else "hyp_dev.tsv"
     refs = load_data_dir(params.data_dir).targets(params.task, utts, model.labels)
     loader = DataLoader(FeatureDataset(FeatureReader(params.feat_dir), utts, refs),
                         batch_size=params.batch_size, collate_fn=pad_collate)
     for name, nsteps, eta in settings_of(model.kind, params.nsteps, params.eta):
         generator = torch.Generator(device=device).manual_seed(params.seed)
         preds, scores = decode(model, loader, nsteps=nsteps, eta=eta, generator=generator, device=device)
-        write_hyp(model_dir / f"decode_{name}" / "hyp.tsv", utts, refs, preds, scores, model.labels,
+        write_hyp(model_dir / f"decode_{name}" / hyp_name, utts, refs, preds, scores, model.labels,
                   identity=extra.get("identity"))
+        draws_path = model_dir / f"decode_{name}" / "draws.tsv"
+        if params.draws > 0 and model.kind == "genser" and eta > 0 and params.subset == "test":
+            generator = torch.Generator(device=device).manual_seed(params.seed + 1)
+            rows = decode_draws(model, loader, draws=params.draws, nsteps=nsteps, eta=eta, generator=generator,
+                                device=device)
+            write_draws(draws_path, utts, refs, rows, model.labels, params.draws)
+        elif params.subset == "test" and draws_path.exists():  # it came with an older hyp.tsv
+            log.info("removing %s: this decode has no draws", draws_path)
+            draws_path.unlink()
         stats = summarize(refs, preds, len(model.labels))
-        log.info("%s %s: UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name,
+        log.info("%s %s (%s): UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name, params.subset,
                  100 * stats["ua"], 100 * stats["wa"], 100 * stats["macro_f1"], len(utts))
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from genser.bin.common import load_config, setup_logging, str_or_none
+from genser.calibration_study import calibration_section
 from genser.fileio import atomic_write
 from genser.report import main_table, render_results, write_plots
 from genser.scoring import ScoreError, load_experiment, score_experiment
@@ -34,6 +35,15 @@ def get_parser():
     return p
 
 
+def calibration_text(exp, primaries, out_dir):
+    """The calibration section (genser.calibration_study), or "" where posteriors are not probabilities."""
+    try:
+        return "\n".join(["", *calibration_section(exp, primaries, out_dir)]) + "\n"
+    except ValueError as e:
+        log.warning("no calibration section in the report: %s", e)
+        return ""
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     params = load_config(get_parser(), argv)
@@ -48,6 +58,7 @@ def main(argv=None):
     pngs = write_plots(exp, scores, primaries, out.parent)
     text = render_results(exp, scores, primaries, title=params.title or f"Results: {exp.exp_dir.resolve().name}",
                           command=f"python -m genser.bin.score {shlex.join(argv)}", pngs=pngs)
+    text += calibration_text(exp, primaries, out.parent)
     atomic_write(out, text)
     print(main_table(exp, scores, primaries))
     log.info("wrote %s and %d PNG(s) next to it", out, len(pngs))
