@@ -207,3 +207,32 @@ def test_controller_that_never_answers_ends_the_wait(tmp_path, slurm):
         wait_for(lambda: "UP" in run(["scontrol", "ping"], tmp_path, slurm).stdout, 30, "slurmctld")
         run(["scancel", waited], tmp_path, slurm)
         wait_for(lambda: squeue(slurm, waited) == {}, 60, f"job {waited} to go")
+
+
+@pytest.mark.parametrize("device, nproc, extract, train", [
+    ("cpu", "1", "utils/slurm.pl --mem 4G", "utils/slurm.pl --mem 4G"),
+    ("cpu", "2", "utils/slurm.pl --mem 4G", "utils/slurm.pl --mem 4G --num-threads 2"),
+    ("cuda", "1", "utils/slurm.pl --mem 4G --gpu 1", "utils/slurm.pl --mem 4G --gpu 1"),
+    ("cuda:1", "2", "utils/slurm.pl --mem 4G --gpu 1", "utils/slurm.pl --mem 4G --gpu 2"),
+])
+def test_cmd_sh_requests_follow_the_device(device, nproc, extract, train):
+    """No cluster needed: what egs/TEMPLATE/cmd.sh asks Slurm for, per --device/--train_nproc."""
+    script = f'device={device} train_nproc={nproc}; . egs/TEMPLATE/cmd.sh; printf "%s\\n" "$extract_cmd" "$train_cmd" "$decode_cmd"'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENSER_SLURM_")}
+    res = subprocess.run(["bash", "-c", script], cwd=REPO, env=dict(env, GENSER_BACKEND="slurm"),
+                         capture_output=True, text=True, check=True)
+    assert res.stdout.splitlines() == [extract, train, extract.replace("4G", "2G")]
+
+
+def test_cmd_sh_site_settings_come_from_the_environment():
+    script = 'device=cuda; . egs/TEMPLATE/cmd.sh; printf "%s\\n" "$extract_cmd" "$train_cmd"'
+    env = dict(os.environ, GENSER_BACKEND="slurm", GENSER_SLURM_ARGS="--partition cpu --time 1:00:00",
+               GENSER_SLURM_GPU_ARGS="--partition gpu", GENSER_SLURM_EXTRACT_MEM="", GENSER_SLURM_TRAIN_MEM="12G")
+    res = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert res.stdout.splitlines() == [
+        "utils/slurm.pl --partition cpu --time 1:00:00 --gpu 1 --partition gpu",
+        "utils/slurm.pl --partition cpu --time 1:00:00 --mem 12G --gpu 1 --partition gpu",
+    ]
+    local = subprocess.run(["bash", "-c", ". egs/TEMPLATE/cmd.sh; echo $train_cmd"], cwd=REPO,
+                           env=dict(os.environ, GENSER_BACKEND="local"), capture_output=True, text=True)
+    assert local.stdout.strip() == "utils/run.pl"
