@@ -79,7 +79,8 @@ def start_sleepers(tmp_path, env, name, njobs, seconds=300, options=()):
     """slurm.pl running an array of `sleep` jobs; returns (process, job id) once task 1 has
     started its log."""
     proc = subprocess.Popen([SLURM_PL, *options, f"JOB=1:{njobs}", f"log/{name}.JOB.log", "sleep", str(seconds)],
-                            cwd=tmp_path, env=dict(os.environ, **env), stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=dict(os.environ, **env), stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     idfile = tmp_path / "log" / "q" / f"{name}.jobid"
     job_id = wait_for(lambda: idfile.exists() and idfile.read_text().strip().split(";")[0], 30, "a job id")
     wait_for(lambda: (tmp_path / "log" / f"{name}.1.log").exists(), 30, f"job {job_id}_1 to start")
@@ -127,7 +128,7 @@ def test_refused_submission_prints_sbatchs_message(tmp_path, slurm, option, mess
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cancels_the_array(tmp_path, slurm, sig):
     proc, job_id = start_sleepers(tmp_path, slurm, "s", 4)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)  # to its whole process group, as Ctrl-C in a terminal
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
     assert f"cancelled Slurm job array {job_id}" in err

@@ -167,7 +167,7 @@ close($fh);
 chmod(0755, $script);
 
 # ---- helpers -------------------------------------------------------------------------------
-# Runs a Slurm client with its output to a file (or /dev/null); returns (exit status, output).
+# Runs a Slurm client, its output (stdout and stderr) caught in a file; returns (status, output).
 # fork/exec rather than system(), which would ignore SIGINT in this process meanwhile.
 sub run_client {
   my (@cmd) = @_;
