@@ -123,7 +123,8 @@ def main(argv=None):
         *rows,
         "",
         f"Slurm / run.pl wall time: {ratio:.2f}. RESULTS.md identical in every run (the date line aside).",
-        f"Largest peak RSS of any process of the runs: {peak:.0f} MB.",
+        f"Largest peak RSS of a process of the run.pl runs (Slurm's jobs are slurmd's children, not "
+        f"this script's): {peak:.0f} MB.",
     ])
     write_results(args.out, title="Synth recipe: run.pl against Slurm (one-node cluster)", body=body,
                   argv=["bench/slurm.py", *(argv if argv is not None else sys.argv[1:])])

@@ -11,8 +11,10 @@
 #                           "--partition cpu --account ser --time 12:00:00 --controller-timeout 1800"
 #   GENSER_SLURM_GPU_ARGS   added to the jobs that use a GPU, e.g. "--partition gpu"
 #   GENSER_SLURM_EXTRACT_MEM, GENSER_SLURM_TRAIN_MEM, GENSER_SLURM_DECODE_MEM
-#                           memory per job (defaults 4G, 4G, 2G: two training jobs and an
-#                           extraction job fit a 16 GB node); "" leaves it to the site's default
+#                           memory per job; "" leaves it to the site's default. Defaults 4G,
+#                           4G, 2G: training on EmoDB peaks at 0.6 GB (bench/results/cost.md),
+#                           the synth recipe's largest job at 0.4 GB (bench/results/slurm.md),
+#                           and --train_nj 2 plus an extraction job fit a 16 GB node
 # The options of utils/slurm.pl (--mem, --gpu, --time, --partition, --sbatch-args ...) are listed
 # at its top.
 case "${GENSER_BACKEND:-local}" in
