@@ -12,7 +12,8 @@
 #
 # Options:
 #   --max-jobs-run N    run at most N jobs at a time (default: number of CPUs)
-#   --mem X, --gpu N, --num-threads N, --time T, --config F
+#   --mem X, --gpu N, --num-threads N, --time T, --partition P, --account A, --qos Q,
+#   --sbatch-args A, --controller-timeout S, --config F
 #                       accepted for compatibility with slurm.pl and ignored here
 use strict;
 use warnings;
@@ -21,7 +22,8 @@ use File::Path qw(make_path);
 use POSIX qw(strftime WNOHANG);
 
 my $me = "run.pl";
-my %ignored = map { $_ => 1 } qw(mem gpu num-threads time config partition account qos sbatch-args);
+my %ignored = map { $_ => 1 } qw(mem gpu num-threads time config partition account qos sbatch-args
+                                 controller-timeout);
 my $max_jobs = num_cpus();
 
 sub usage {
