@@ -157,7 +157,7 @@ def test_orphaned_task_does_not_end_the_next_runs_log(tmp_path, slurm):
     first = subprocess.Popen([SLURM_PL, "log/o.log", "bash", "-c", orphan_cmd], cwd=tmp_path,
                              env=dict(os.environ, **slurm), stderr=subprocess.DEVNULL)
     idfile = tmp_path / "log/q/o.jobid"
-    orphan = wait_for(lambda: idfile.exists() and idfile.read_text().strip(), 30, "a job id")
+    wait_for(lambda: idfile.exists() and idfile.read_text().strip(), 30, "a job id")
     wait_for(lambda: (tmp_path / "log/o.log").exists(), 30, "the first task to start")
     first.kill()
     first.wait()
