@@ -132,40 +132,6 @@ class AudioReader:
         with torch.no_grad():
             return self._resamplers[key](wav.unsqueeze(0)).squeeze(0).contiguous()
 
-
-# Speed perturbation (Ko et al., Interspeech 2015; Kaldi's and ESPnet's "sox speed"): factors
-# outside this range distort speech beyond what the field uses (0.9, 1.0, 1.1 is the convention).
-SPEED_RANGE = (0.5, 2.0)
-
-
-def speed_ratio(factor):
-    """(p, q) with factor = p / q in lowest terms (denominator <= 100), validated."""
-    factor = float(factor)
-    if not SPEED_RANGE[0] <= factor <= SPEED_RANGE[1]:
-        raise ValueError(f"speed factor must lie in [{SPEED_RANGE[0]}, {SPEED_RANGE[1]}], got {factor}")
-    frac = Fraction(factor).limit_denominator(100)
-    return frac.numerator, frac.denominator
-
-
-_SPEED_RESAMPLERS = {}  # (p, q) -> Resample: one kernel per factor and process
-
-
-def speed_perturb(wav, factor):
-    """``wav`` [N] played ``factor`` times faster: tempo and pitch both scale by ``factor``.
-
-    As sox's ``speed`` effect: resample by q/p and keep the sample rate, so the result has about
-    N / factor samples (0.9 gives a longer, lower utterance). factor 1 returns ``wav`` itself.
-    """
-    p, q = speed_ratio(factor)
-    if p == q:
-        return wav
-    from genser.compat import import_torchaudio
-
-    if (p, q) not in _SPEED_RESAMPLERS:
-        _SPEED_RESAMPLERS[p, q] = import_torchaudio().transforms.Resample(p, q)
-    with torch.no_grad():
-        return _SPEED_RESAMPLERS[p, q](wav.unsqueeze(0)).squeeze(0).contiguous()
-
     def info(self, utt, path):
         """(sample rate, frames, channels) of a seekable file, without reading its samples."""
         if str(path).rstrip().endswith("|"):
@@ -218,6 +184,40 @@ def speed_perturb(wav, factor):
             raise AudioError(f"utt {utt}: cannot read audio {path}: {exc}") from exc
         if tail.numel():
             yield self._resample(tail, sr)[skip:].clamp_(-1.0, 1.0)
+
+
+# Speed perturbation (Ko et al., Interspeech 2015; Kaldi's and ESPnet's "sox speed"): factors
+# outside this range distort speech beyond what the field uses (0.9, 1.0, 1.1 is the convention).
+SPEED_RANGE = (0.5, 2.0)
+
+
+def speed_ratio(factor):
+    """(p, q) with factor = p / q in lowest terms (denominator <= 100), validated."""
+    factor = float(factor)
+    if not SPEED_RANGE[0] <= factor <= SPEED_RANGE[1]:
+        raise ValueError(f"speed factor must lie in [{SPEED_RANGE[0]}, {SPEED_RANGE[1]}], got {factor}")
+    frac = Fraction(factor).limit_denominator(100)
+    return frac.numerator, frac.denominator
+
+
+_SPEED_RESAMPLERS = {}  # (p, q) -> Resample: one kernel per factor and process
+
+
+def speed_perturb(wav, factor):
+    """``wav`` [N] played ``factor`` times faster: tempo and pitch both scale by ``factor``.
+
+    As sox's ``speed`` effect: resample by q/p and keep the sample rate, so the result has about
+    N / factor samples (0.9 gives a longer, lower utterance). factor 1 returns ``wav`` itself.
+    """
+    p, q = speed_ratio(factor)
+    if p == q:
+        return wav
+    from genser.compat import import_torchaudio
+
+    if (p, q) not in _SPEED_RESAMPLERS:
+        _SPEED_RESAMPLERS[p, q] = import_torchaudio().transforms.Resample(p, q)
+    with torch.no_grad():
+        return _SPEED_RESAMPLERS[p, q](wav.unsqueeze(0)).squeeze(0).contiguous()
 
 
 # |x| at or above this is full scale: 32767/32768 is the largest positive 16-bit sample.
