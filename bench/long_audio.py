@@ -58,7 +58,8 @@ def run(args):
 def make_model(path):
     import torch
 
-    from genser.models import build_model, save_model
+    from genser.checkpoint import save_model
+    from genser.models import build_model
 
     torch.manual_seed(0)
     model = build_model({"model": "classifier"}, ["neutral", "happy", "angry", "sad"], input_dim=240,

@@ -190,7 +190,8 @@ def test_long_emodb_recording_segments_at_the_joins_with_the_clips_labels(tmp_pa
     model's accuracy on unseen speech."""
     from genser.corpora.emodb import EMOTIONS
     from genser.frontend import build_frontend
-    from genser.models import build_model, save_model
+    from genser.checkpoint import save_model
+    from genser.models import build_model
 
     frontend = build_frontend({"type": "s3prl", "name": "fbank_no_cmvn"})
     meta = {"frontend": frontend.describe(), "layers": [0], "num_layers": 1, "dim": 240, "pooling": "meanstd",
