@@ -23,7 +23,13 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest"]},
+    # Optional features (tools/install.sh installs both and pins the versions it tested in
+    # tools/constraints.txt): the openSMILE frontend, and the ONNX export of the model head.
+    extras_require={
+        "test": ["pytest"],
+        "opensmile": ["opensmile>=2.5"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+    },
     entry_points={
         "console_scripts": [
             "genser-synth=genser.bin.make_synth:main",
@@ -34,6 +40,7 @@ setup(
             "genser-decode=genser.bin.decode:main",
             "genser-score=genser.bin.score:main",
             "genser-infer=genser.bin.infer:main",
+            "genser-export=genser.bin.export:main",
         ]
     },
 )
