@@ -47,8 +47,11 @@ class ScoreHead(nn.Module):
                 raise ExportError(f"the schedule {model.config['schedule']} starts from noise (std(1) = "
                                   f"{model.schedule.std(1.0):g}): the sampler draws at t=1 even at eta=0, and a "
                                   f"fixed ONNX graph cannot; export a bridge schedule (std(1) = 0)")
-        self.model = model.eval()
+        self.model = model
         self.nsteps = int(nsteps) if model.kind == "genser" else None
+        # the wrapper too: torch.onnx.export restores the mode it found on the module it is given,
+        # and a wrapper left in training mode would switch the model back to it (dropout on)
+        self.eval()
 
     def forward(self, feats, lengths):
         # _predict, not predict: predict toggles train/eval mode, which the tracer need not see

@@ -37,12 +37,16 @@ def test_onnx_head_matches_torch(tmp_path, name, kind, nsteps):
 
     model = tiny_model(kind, CONFIGS[name])
     path = tmp_path / "head.onnx"
-    export_head(model, path, nsteps=nsteps or 1)
+    head = export_head(model, path, nsteps=nsteps or 1)
+    assert not model.training and not head.training  # the export leaves the model as it was
     gen = torch.Generator().manual_seed(1)
     # another batch size and frame count than the trace's, unequal lengths
     feats, lengths = 3 * torch.randn(5, 11, 2, 6, generator=gen), torch.tensor([11, 1, 6, 9, 2])
     onnx_scores = OnnxHead(path)(feats.numpy(), lengths.numpy())
-    torch_scores = model.predict(feats, lengths, nsteps=nsteps or 1)["scores"].numpy()
+    with torch.no_grad():
+        torch_scores = head(feats, lengths).numpy()  # the torch head itself, as exported
+    np.testing.assert_allclose(torch_scores, model.predict(feats, lengths, nsteps=nsteps or 1)["scores"].numpy(),
+                               atol=1e-6, rtol=0)
     assert onnx_scores.shape == (5, len(LABELS))
     np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4, rtol=0)
     np.testing.assert_allclose(onnx_scores.sum(1), 1.0, atol=1e-5)
