@@ -368,7 +368,8 @@ class OpenSmileFrontend(Frontend):
     One "layer". ``feature_level: lld`` gives the low-level descriptors, 100 frames/s (10-ms hop);
     ``functionals`` gives the set's utterance statistics, one vector per utterance (T = 1): they
     are already pooled, so ``utterance_level`` is True and stage 1 stores them only with
-    pooling ``mean``, which leaves a single vector as it is (docs/TRAINING.md, openSMILE).
+    pooling ``mean``, which leaves a single vector as it is (docs/TRAINING.md, utterance-level
+    features; the package: docs/ENVIRONMENT.md §8).
     """
 
     # Shorter clips make openSMILE fill the whole output with NaN (its 60-ms pitch window);
