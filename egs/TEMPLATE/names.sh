@@ -8,7 +8,7 @@
 # they are under "mean"; openSMILE low-level descriptors are hand-crafted frames (meanstd).
 auto_feat_pooling() {
     case "${1:+conf}$2" in
-        conf*) if grep -Eq '^feature_level: *lld' "$1"; then echo meanstd; else echo mean; fi ;;
+        conf*) if grep -Eqs '^feature_level: *lld' "$1"; then echo meanstd; else echo mean; fi ;;
         fbank) echo none ;;
         fbank_no_cmvn|mfcc|mel|spectrogram|linear) echo meanstd ;;
         *) echo mean ;;
