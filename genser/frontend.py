@@ -5,6 +5,7 @@
     {type: s3prl, name: fbank}                            # any s3prl upstream by name
     {type: s3prl, name: wavlm_local, path: /ckpt/x.pt}    # s3prl *_local upstream + checkpoint
     {type: hf, path: /models/whisper-base, whisper_mode: sliced}   # local transformers folder
+    {type: opensmile, feature_set: eGeMAPSv02, feature_level: functionals}  # openSMILE (Eyben et al. 2016)
 
 Every frontend, like s3prl's ``S3PRLUpstream``, runs a pseudo waveform once at construction to
 learn ``num_layers`` and ``hidden_size``, and ``forward(wavs)`` returns
@@ -30,7 +31,10 @@ INFO_KEYS = ("num_layers", "hidden_size", "frame_rate", "sample_rate", "model_ty
 SPEC_KEYS = {
     "s3prl": {"type", "name", "path", "extra_conf", "refresh"},
     "hf": {"type", "path", "whisper_mode", "normalize"},
+    "opensmile": {"type", "feature_set", "feature_level"},
 }
+# The key a spec of each type cannot do without.
+SPEC_NEEDS = {"s3prl": "name", "hf": "path", "opensmile": "feature_set"}
 # Wav2vec2-style models that take raw waveforms ("input_values") and return hidden_states.
 HF_WAVEFORM_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer",
                      "unispeech", "unispeech-sat", "sew", "sew-d")
@@ -56,6 +60,8 @@ class Frontend(nn.Module):
     min_samples = 400
     # Longest input (samples) or None.
     max_samples = None
+    # True for frontends whose output is already one vector per utterance (openSMILE functionals).
+    utterance_level = False
 
     def __init__(self, spec, frame_rate):
         super().__init__()
@@ -348,6 +354,71 @@ class WhisperFrontend(Frontend):
 
 
 # ---------------------------------------------------------------------------------------------
+# openSMILE: the field's hand-crafted feature sets
+# ---------------------------------------------------------------------------------------------
+# feature_level in the spec -> opensmile.FeatureLevel member. "lld_de" (the deltas of the LLDs)
+# exists for ComParE_2016 only; opensmile says so when it is asked for another set.
+OPENSMILE_LEVELS = {"functionals": "Functionals", "lld": "LowLevelDescriptors",
+                    "lld_de": "LowLevelDescriptors_Deltas"}
+
+
+class OpenSmileFrontend(Frontend):
+    """eGeMAPS, ComParE and the other openSMILE feature sets through the ``opensmile`` package.
+
+    One "layer". ``feature_level: lld`` gives the low-level descriptors, 100 frames/s (10-ms hop);
+    ``functionals`` gives the set's utterance statistics, one vector per utterance (T = 1): they
+    are already pooled, so ``utterance_level`` is True and stage 1 stores them only with
+    pooling ``mean``, which leaves a single vector as it is (docs/TRAINING.md, utterance-level
+    features; the package: docs/ENVIRONMENT.md §8).
+    """
+
+    # Shorter clips make openSMILE fill the whole output with NaN (its 60-ms pitch window);
+    # they are zero padded to this length, as the other frontends pad to theirs.
+    min_samples = 960
+
+    def __init__(self, spec):
+        try:
+            import opensmile
+        except ImportError:
+            raise FrontendError("the opensmile frontend needs the 'opensmile' package: "
+                                "pip install -c tools/constraints.txt 'genser[opensmile]' "
+                                "(tools/install.sh installs it)") from None
+        level = spec.get("feature_level", "functionals")
+        if level not in OPENSMILE_LEVELS:
+            raise FrontendError(f"opensmile feature_level must be one of {sorted(OPENSMILE_LEVELS)}, "
+                                f"got {level!r}")
+        names = [f.name for f in opensmile.FeatureSet]
+        if spec["feature_set"] not in names:
+            raise FrontendError(f"unknown opensmile feature_set {spec['feature_set']!r}; known: {', '.join(names)}")
+        try:
+            smile = opensmile.Smile(feature_set=opensmile.FeatureSet[spec["feature_set"]],
+                                    feature_level=opensmile.FeatureLevel[OPENSMILE_LEVELS[level]])
+        except ValueError as exc:  # e.g. lld_de of eGeMAPSv02
+            raise FrontendError(f"opensmile: {exc}") from None
+        pooled = level == "functionals"
+        # functionals: one vector per utterance, no frame rate
+        super().__init__({**spec, "feature_level": level}, frame_rate=0.0 if pooled else 100.0)
+        self.utterance_level = pooled
+        self.smile = smile
+        self.feature_names = list(smile.feature_names)
+        self._probe()
+
+    def _forward(self, wavs):
+        import warnings
+
+        runs = []
+        for wav in wavs:
+            with warnings.catch_warnings():
+                # "Segment too short, filling with NaN": cannot happen above min_samples, and
+                # any NaN is caught by check_finite naming the utterance
+                warnings.simplefilter("ignore", UserWarning)
+                frame = self.smile.process_signal(wav.cpu().numpy(), self.sample_rate)
+            runs.append([torch.from_numpy(frame.to_numpy(dtype="float32", copy=True))[None]])
+        lengths = torch.tensor([r[0].shape[1] for r in runs], dtype=torch.long)
+        return _pad_cat(runs), lengths
+
+
+# ---------------------------------------------------------------------------------------------
 def frontend_spec(spec):
     """A spec dict (or an s3prl upstream name) checked and stripped of describe()'s record keys."""
     if isinstance(spec, str):
@@ -362,7 +433,7 @@ def frontend_spec(spec):
     if unknown:
         raise FrontendError(f"unknown keys {sorted(unknown)} in the {kind} frontend spec {spec} "
                             f"(known: {sorted(SPEC_KEYS[kind])})")
-    need = "name" if kind == "s3prl" else "path"
+    need = SPEC_NEEDS[kind]
     if not spec.get(need):
         raise FrontendError(f"the {kind} frontend spec needs '{need}': {spec}")
     if spec.get("whisper_mode", "sliced") not in WHISPER_MODES:
@@ -381,6 +452,8 @@ def build_frontend(spec, device="cpu", safetensors_only=False):
     spec = frontend_spec(spec)
     if spec["type"] == "s3prl":
         frontend = S3PRLFrontend(spec)
+    elif spec["type"] == "opensmile":
+        frontend = OpenSmileFrontend(spec)
     else:
         if not Path(spec["path"]).is_dir():
             raise FrontendError(f"transformers model folder not found: {spec['path']}")
@@ -439,11 +512,11 @@ def stored_frontend_spec(spec, model_path, trust=False):
     if not path.is_relative_to(folder):
         raise UntrustedFrontendError(f"{where} lies outside the model's folder {folder}: {hint}")
     if spec["type"] == "s3prl" and path.is_file():
-        _check_weights_only(path, where, hint)
+        check_weights_only(path, where, hint)
     return spec
 
 
-def _check_weights_only(path, where, hint):
+def check_weights_only(path, where, hint):
     """Raises UntrustedFrontendError unless ``path`` loads with torch.load(weights_only=True)."""
     import argparse
 

@@ -36,10 +36,23 @@ def test_cost_bench_writes_every_section(repo_dir, emodb_dir, tmp_path):
     run_bench(repo_dir, "cost.py", "--emodb", emodb_dir, "--work", tmp_path / "work", "--repeats", "1",
               "--e2e_utts", "8", "--train_epochs", "1", "--out", out)
     text = out.read_text()
-    for section in ("## Feature extraction", "## Inference on cached fbank", "## End to end from wav",
-                    "## Training on fbank"):
+    for section in ("## Feature extraction", "## Inference on cached fbank", "## ONNX Runtime head vs torch head",
+                    "## End to end from wav", "## Training on fbank"):
         assert section in text
     assert "| Gen-SER N=10 |" in text and "| genser |" in text
+    onnx_rows = [line.split("|") for line in text.splitlines() if line.startswith("| Gen-SER N=3 | 1 |")]
+    assert onnx_rows and float(onnx_rows[0][6]) <= 1e-4  # the exported graph agrees with torch
+
+
+@pytest.mark.corpus
+def test_cost_bench_sections_run_alone(repo_dir, emodb_dir, tmp_path):
+    out = tmp_path / "cost_onnx.md"
+    run_bench(repo_dir, "cost.py", "--emodb", emodb_dir, "--work", tmp_path / "work", "--repeats", "1",
+              "--sections", "onnx", "--out", out)
+    text = out.read_text()
+    assert "## ONNX Runtime head vs torch head" in text and "## Feature extraction" not in text
+    assert [line.split("|")[1].strip() for line in text.splitlines() if line.endswith("|") and "| 32 |" in line] \
+        == ["classifier", "Gen-SER N=1", "Gen-SER N=3"]
 
 
 def _tiny_data_dir(root):

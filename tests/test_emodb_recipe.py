@@ -3,6 +3,7 @@
 Small settings: the recipe's fbank_no_cmvn utterance statistics, 2 of the 10
 leave-one-speaker-out folds, a few epochs; the full 10-fold record is egs/emodb/RESULTS.md.
 """
+import numpy as np
 import pytest
 
 from test_recipe import exp_of, make_recipe, run_recipe
@@ -68,3 +69,44 @@ def test_gender_task_reuses_the_features(emodb_recipe):
     rows = read_hyp(exp / "seed0" / "classifier" / "fold_03" / "decode_argmax" / "hyp.tsv")
     assert len(rows) == FOLD_SIZES["03"] and {r[1] for r in rows} == {"m"}
     assert "Stage 1" not in result.stderr  # stage 1 output is reused, not recomputed
+
+
+def test_exported_onnx_heads_agree_with_torch_on_emodb_features(emodb_recipe, tmp_path, capsys):
+    """genser-export --onnx on the recipe's models: ONNX Runtime on the real feature dump gives
+    torch's posteriors (and the recipe's decode) to 1e-4, Gen-SER at N=1 and N=3 and the
+    classifier; the exported model.pt classifies wav files as the recipe decoded them."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from genser.bin import export, infer
+    from genser.features import FeatureReader, pad_collate
+    from genser.fileio import read_kv
+    from genser.models import load_model
+    from genser.onnx_head import OnnxHead
+
+    exp = exp_of(emodb_recipe, "emotion_*_epochs6")
+    reader = FeatureReader(emodb_recipe / "dump" / "fbank_no_cmvn_meanstd")
+    wavs = read_kv(emodb_recipe / "data" / "all" / "wav.scp")
+    for kind, graphs in (("genser", {1: "head_nsteps1.onnx", 3: "head_nsteps3.onnx"}),
+                         ("classifier", {1: "head.onnx"})):
+        fold_dir = exp / "seed0" / kind / "fold_03"
+        out = tmp_path / kind
+        export.main(["--model", str(fold_dir / "model.pt"), "--out_dir", str(out), "--licence", "research only",
+                     "--onnx", "--nsteps", "1 3"])
+        assert "training corpus: emodb" in (out / "README.md").read_text()
+        model = load_model(fold_dir / "model.pt")[0]
+        for nsteps, graph in graphs.items():
+            setting = "decode_argmax" if kind == "classifier" else f"decode_nsteps{nsteps}_eta0.0"
+            rows = read_hyp(fold_dir / setting / "hyp.tsv")
+            feats, lengths, _ = pad_collate([(reader[r[0]], 0) for r in rows])
+            onnx_scores = OnnxHead(out / graph)(feats.numpy(), lengths.numpy())
+            torch_scores = model.predict(feats, lengths, nsteps=nsteps)["scores"].numpy()
+            assert np.abs(onnx_scores - torch_scores).max() <= 1e-4, (kind, nsteps)
+            decoded = np.array([[float(s) for s in r[3:]] for r in rows])  # printed to 6 decimals
+            assert np.abs(onnx_scores - decoded).max() <= 1e-4, (kind, nsteps)
+            assert [model.labels[i] for i in onnx_scores.argmax(1)] == [r[2] for r in rows]
+        # genser-infer on the export, from the wav files, gives the recipe's N=1 decisions
+        capsys.readouterr()
+        rows = read_hyp(fold_dir / ("decode_argmax" if kind == "classifier" else "decode_nsteps1_eta0.0")
+                        / "hyp.tsv")[:3]
+        infer.main(["--model", str(out / "model.pt"), *(wavs[r[0]] for r in rows)])
+        table = capsys.readouterr().out.splitlines()[1:]
+        assert [line.split("\t")[1] for line in table] == [r[2] for r in rows]

@@ -33,6 +33,10 @@ die() {
 }
 
 default_torch="torch==2.13.0+cpu"
+# The optional extras (setup.py), at the versions tested with this torch and numpy 2.4 on
+# Python 3.11: the openSMILE frontend (its wheel ships the SMILExtract library) and the ONNX
+# export of the head. Pinned in tools/constraints.txt with torch.
+extra_pins=("opensmile==2.6.0" "onnx==1.23.2" "onnxruntime==1.32.0")
 torch_spec="${GENSER_TORCH:-${default_torch}}"
 cpu_index="https://download.pytorch.org/whl/cpu"
 # The voice-activity detector of genser-infer --segment vad (setup.py extra "vad"): its model
@@ -124,6 +128,7 @@ write_constraints() {
       echo "torchaudio==${ta_version}"
     fi
     echo "silero-vad==${silero_vad_version}"
+    printf '%s\n' "${extra_pins[@]}"
   } > "${constraints}.tmp"
   mv "${constraints}.tmp" "${constraints}"
   log "Wrote ${constraints}: $(grep -v '^#' "${constraints}" | tr '\n' ' ')"
@@ -131,8 +136,9 @@ write_constraints() {
 write_constraints
 
 # ---- genser and the rest -------------------------------------------------------------------
-# [test]: pytest; [lint]: ruff and shellcheck, for tools/lint.sh (.ci/run); [vad]: silero-vad.
-"${pip[@]}" install -c "${constraints}" -e "${root}[test,lint,vad]" torchaudio \
+# [test]: pytest; [lint]: ruff and shellcheck, for tools/lint.sh (.ci/run); [vad]: silero-vad;
+# [opensmile], [onnx]: the openSMILE frontend and the ONNX head.
+"${pip[@]}" install -c "${constraints}" -e "${root}[test,lint,vad,opensmile,onnx]" torchaudio \
   || die "pip could not install genser's dependencies under ${constraints} (see the messages above)"
 write_constraints  # now with the torchaudio that was chosen
 
@@ -148,6 +154,8 @@ Remove them (${python} -m pip uninstall <names>) and report the pip command that
 fi
 (cd / && "${python}" -c "import genser, genser.compat; genser.compat.import_torchaudio(); import genser.vad; genser.vad.silero_model_path()") \
   || die "genser was installed but 'import genser' / torchaudio / the silero-vad model file fails in ${python}"
+(cd / && "${python}" -c "import opensmile, onnx, onnxruntime") \
+  || die "the opensmile/onnx extras were installed but do not import in ${python}"
 
 echo "${stamp_hash}" > "${stamp}"
 echo "genser installed in ${python}: torch ${torch_version}, pip list | grep -ci nvidia = ${nvidia}," \

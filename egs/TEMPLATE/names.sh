@@ -4,10 +4,11 @@
 # auto_feat_pooling FRONTEND_CONF FRONTEND: utterance statistics, the level at which the recipe
 # defaults were chosen (docs/TRAINING.md): mean and std of hand-crafted features, the mean of each
 # layer of a learned encoder, and frames for s3prl's "fbank", whose per-utterance CMVN makes every
-# utterance's mean 0 and std 1.
+# utterance's mean 0 and std 1. openSMILE functionals are utterance vectors already, stored as
+# they are under "mean"; openSMILE low-level descriptors are hand-crafted frames (meanstd).
 auto_feat_pooling() {
     case "${1:+conf}$2" in
-        conf*) echo mean ;;
+        conf*) if grep -Eqs '^feature_level: *lld' "$1"; then echo meanstd; else echo mean; fi ;;
         fbank) echo none ;;
         fbank_no_cmvn|mfcc|mel|spectrogram|linear) echo meanstd ;;
         *) echo mean ;;

@@ -124,6 +124,15 @@ def fingerprint(utts):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def check_pooling(frontend, pooling):
+    """Utterance-level frontends (openSMILE functionals) are stored as they are, with pooling mean:
+    frames ('none') would be a 1-frame sequence, and 'meanstd' would add a std that is always 0."""
+    if frontend.utterance_level and pooling != "mean":
+        raise ValueError(f"--pooling {pooling}: the frontend {frontend.spec} already gives one vector per "
+                         f"utterance (functionals); use --pooling mean, which stores it unchanged "
+                         f"(ser.sh --feat_pooling auto picks it)")
+
+
 def job_paths(out_dir, job):
     out = Path(out_dir)
     return out / f"feats.{job}.ark", out / f"feats.{job}.scp", out / f"feats.{job}.done"
@@ -165,6 +174,7 @@ def extract(args, utts, settings, ark, scp):
 
     start = time.time()
     frontend = build_frontend(settings["frontend"], device=args.device)
+    check_pooling(frontend, args.pooling)
     keep = parse_layers(args.layers, frontend.num_layers)
     built = time.time()
     reader = AudioReader(target_sr=frontend.sample_rate, min_duration=getattr(args, "min_duration", 0.1))

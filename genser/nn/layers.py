@@ -139,7 +139,9 @@ class Featurizer(nn.Module):
                     mean, var = self._batch_stats(x, mask)
                 x = (x - mean) * torch.rsqrt(var + 1e-5)
             elif self.normalize == "layer":
-                x = F.layer_norm(x, x.shape[-1:])
+                # a plain int (D is fixed by the model): a traced shape would make the ONNX
+                # export of the head (genser/onnx_head.py) fail
+                x = F.layer_norm(x, (int(x.shape[-1]),))
             return x.flatten(2)
         w = torch.softmax(self.weights, dim=0) if self.weights is not None else x.new_ones(1)
         if self.normalize == "batch":
@@ -150,7 +152,7 @@ class Featurizer(nn.Module):
             scale = w[:, None] * torch.rsqrt(var + 1e-5)
             return weighted_layer_sum(x, scale) - (scale * mean).sum(0)
         if self.normalize == "layer":
-            x = F.layer_norm(x, x.shape[-1:])
+            x = F.layer_norm(x, (int(x.shape[-1]),))
         return weighted_layer_sum(x, w)
 
 
