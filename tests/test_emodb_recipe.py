@@ -79,7 +79,7 @@ def test_exported_onnx_heads_agree_with_torch_on_emodb_features(emodb_recipe, tm
     from genser.bin import export, infer
     from genser.features import FeatureReader, pad_collate
     from genser.fileio import read_kv
-    from genser.models import load_model
+    from genser.checkpoint import load_model
     from genser.onnx_head import OnnxHead
 
     exp = exp_of(emodb_recipe, "emotion_*_epochs6")

@@ -6,7 +6,8 @@ import yaml
 
 from genser.bin import export, infer
 from genser.frontend import build_frontend
-from genser.models import build_model, load_model, save_model
+from genser.checkpoint import load_model, save_model
+from genser.models import build_model
 from genser.onnx_head import ExportError, ScoreHead
 
 LABELS = ["anger", "happiness", "neutral", "sadness"]

@@ -33,7 +33,7 @@ import yaml
 from genser.bin.common import read_yaml, setup_logging
 from genser.fileio import atomic_write, read_kv, read_list
 from genser.frontend import REMOTE_SUFFIXES, FrontendError, check_weights_only, frontend_spec
-from genser.models import ModelError, load_model, save_model
+from genser.checkpoint import ModelError, load_model, save_model
 from genser.onnx_head import ExportError
 
 log = logging.getLogger("genser.export")
