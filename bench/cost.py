@@ -179,11 +179,14 @@ def recipe_models(meta):
                               num_layers=model_layers(meta)).eval() for kind in ("classifier", "genser")}
 
 
-def bench_heads(args, dump, utts):
-    """Utterances/s of the model alone on cached features: classifier vs Gen-SER N=1, 3, 10."""
+def bench_heads(args, dump, utts, pooled=False):
+    """Utterances/s of the model alone on cached features: classifier vs Gen-SER N=1, 3, 10.
+    ``pooled``: on the utterance means of the frames ([1, L, D] per utterance, what the recipe's
+    --feat_pooling mean stores), where the whole model is a few small matrix products."""
     reader = FeatureReader(dump)
     models = recipe_models(read_meta(dump))
-    padded = [pad_collate([(reader[u], 0) for u in group])[:2] for group in batches(utts, 32)]
+    feats = {u: reader[u].mean(axis=0, keepdims=True) if pooled else reader[u] for u in utts}
+    padded = [pad_collate([(feats[u], 0) for u in group])[:2] for group in batches(utts, 32)]
 
     def run(model, nsteps):
         def fn():
@@ -336,7 +339,9 @@ def main(argv=None):
         dumps = ensure_dumps(args, data, frontends, work)
     for name, dump in dumps.items() if "heads" in chosen else ():
         sections += [f"## Inference on cached {name} features ({len(utts)} utterances, batches of 32)", "",
-                     *bench_heads(args, dump, utts), ""]
+                     *bench_heads(args, dump, utts), "",
+                     f"## Inference on the utterance means of the cached {name} features (batches of 32)", "",
+                     *bench_heads(args, dump, utts, pooled=True), ""]
     for name, dump in dumps.items() if "onnx" in chosen else ():
         sections += [f"## ONNX Runtime head vs torch head, cached {name} features ({len(utts)} utterances)", "",
                      *bench_onnx(args, dump, utts, work), "",

@@ -34,7 +34,7 @@ from benchlib import machine_description, write_results  # noqa: E402
 
 from genser import trainer  # noqa: E402
 from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
-from genser.features import FeatureDataset, FeatureReader, load_all, pad_collate  # noqa: E402
+from genser.features import FeatureDataset, FeatureReader, StackedReader, load_all, pad_collate  # noqa: E402
 from genser.folds import test_folds  # noqa: E402
 from genser.metrics import summarize  # noqa: E402
 from genser.models import build_model  # noqa: E402
@@ -51,6 +51,9 @@ def get_parser():
     p.add_argument("--outer", default="all", help='outer test folds: "all" or a list')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    p.add_argument("--speed_perturb_dirs", default="",
+                   help="speed-perturbed dumps of the same utterances (ser.sh --speed_perturb_factors); a "
+                        "candidate with 'speed_perturb: true' adds their copies of its fit utterances")
     p.add_argument("--out", required=True)
     return p
 
@@ -80,7 +83,10 @@ def train_and_predict(job):
     conf = {**copy.deepcopy(job["model_conf"]), "model": job["model"]}
     any_feat = next(iter(feats.values()))
     model = build_model(conf, job["labels"], input_dim=any_feat.shape[2], num_layers=any_feat.shape[1])
-    train_set = FeatureDataset(feats, job["train_utts"], [data[u] for u in job["train_utts"]])
+    # as genser-train --speed_perturb_dirs: perturbed copies of the fit utterances only
+    sources = [feats, *job["perturbed"]] if job["speed_perturb"] else [feats]
+    items = [(i, u) for i in range(len(sources)) for u in job["train_utts"]]
+    train_set = FeatureDataset(StackedReader(sources), items, [data[u] for _, u in items])
     loaders = trainer.build_loaders(dataset=train_set, dev_dataset=None, params=params, world=1, rank=0,
                                     collate=pad_collate)
     optimizer = trainer.make_optimizer(model, params)
@@ -104,17 +110,22 @@ def main(argv=None):
     targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
     grid = yaml.safe_load(Path(args.grid).read_text())
     outer = test_folds(data) if args.outer == "all" else args.outer.split()
+    perturbed = [load_all(FeatureReader(d), data.utts) for d in args.speed_perturb_dirs.replace(",", " ").split()]
     candidates = []  # (model, name, train, model_conf)
     for name, c in grid.items():
+        if c.get("speed_perturb") and not perturbed:
+            raise SystemExit(f"candidate {name} asks for speed_perturb: give --speed_perturb_dirs")
         kinds = ["genser", "classifier"] if c.get("model", "both") == "both" else [c["model"]]
         candidates += [(m, name, c.get("train", {}), c.get("model_conf", {})) for m in kinds]
-    common = {"feats": feats, "targets": targets, "labels": labels, "seed": args.seed}
+    sp = {name: bool(c.get("speed_perturb")) for name, c in grid.items()}
+    common = {"feats": feats, "targets": targets, "labels": labels, "seed": args.seed, "perturbed": perturbed}
     jobs = []
     for fold in outer:
         for g, (fit_utts, val_utts) in enumerate(inner_splits(data, fold, args.inner, args.seed)):
             for model, name, tr, mc in candidates:
                 jobs.append({**common, "key": ("inner", fold, model, name, g), "model": model, "train": tr,
-                             "model_conf": mc, "train_utts": fit_utts, "test_utts": val_utts})
+                             "model_conf": mc, "speed_perturb": sp[name], "train_utts": fit_utts,
+                             "test_utts": val_utts})
     results = run_jobs(jobs, args.jobs)
     inner = {}  # (fold, model, name) -> UA pooled over the inner groups
     for fold in outer:
@@ -136,7 +147,8 @@ def main(argv=None):
             best = max(names, key=lambda c: (inner[fold, model, c[1]], -names.index(c)))
             chosen[fold, model] = best[1]
             final_jobs.append({**common, "key": ("outer", fold, model), "model": model, "train": best[2],
-                               "model_conf": best[3], "train_utts": train_utts, "test_utts": test_utts})
+                               "model_conf": best[3], "speed_perturb": sp[best[1]], "train_utts": train_utts,
+                               "test_utts": test_utts})
     results.update(run_jobs(final_jobs, args.jobs))
     body = render(args, outer, candidates, inner, chosen, results, labels, time.time() - start)
     write_results(Path(args.out), title=f"Nested CV of the recipe defaults: {args.task}, {args.feat_dir}",
