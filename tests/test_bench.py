@@ -82,3 +82,30 @@ def test_tuning_never_reads_the_outer_test_fold(tmp_path):
             assert not {data.spk[u] for u in fit} & {data.spk[u] for u in val}  # speaker-disjoint
             seen_val |= set(val)
         assert seen_val == {u for u in data.utts if data.fold[u] != fold}  # every training utt validated once
+
+
+def test_tuning_with_speed_perturbation_adds_copies_of_fit_utterances_only(monkeypatch):
+    """A speed_perturb candidate trains on its fit utterances and their perturbed copies; the
+    validation utterances are scored unperturbed."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
+    import numpy as np
+    import tune
+
+    utts = [f"u{i}" for i in range(8)]
+    rng = np.random.default_rng(0)
+    feats = {u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}
+    slow = {u: f + 1 for u, f in feats.items()}
+    seen = []
+    real = tune.FeatureDataset
+
+    def spy(reader, items, targets):
+        seen.append(list(items))
+        return real(reader, items, targets)
+
+    monkeypatch.setattr(tune, "FeatureDataset", spy)
+    job = {"feats": feats, "perturbed": [slow], "speed_perturb": True, "targets": {u: i % 2 for i, u in enumerate(utts)},
+           "labels": ["a", "b"], "seed": 0, "key": ("inner",), "model": "classifier", "train": {"epochs": 1},
+           "model_conf": {"encoder": {"hidden": 8}}, "train_utts": utts[:6], "test_utts": utts[6:]}
+    tune.train_and_predict(job)
+    assert seen[0] == [(0, u) for u in utts[:6]] + [(1, u) for u in utts[:6]]
+    assert seen[1] == utts[6:]
