@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 
-from genser.fileio import atomic_open, write_error
+from genser.fileio import atomic_open, read_kv, write_error
 
 META_FILE = "feats.yaml"
 POOLINGS = ("none", "mean", "meanstd")
@@ -105,18 +105,11 @@ def check_finite(utt, feats, where):
 
 
 def read_scp(scp):
-    """feats.scp -> {utt: "ark_path:offset"} (blank lines skipped; malformed lines raise)."""
-    entries = {}
-    with open(scp, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split(None, 1)
-            if not parts:
-                continue
-            if len(parts) != 2 or ":" not in parts[1]:
-                raise ValueError(f"{scp}:{lineno}: expected 'utt ark_path:offset', got {line.strip()!r}")
-            if parts[0] in entries:
-                raise ValueError(f"{scp}:{lineno}: duplicate utterance {parts[0]}")
-            entries[parts[0]] = parts[1].strip()
+    """feats.scp -> {utt: "ark_path:offset"} (the Kaldi key-value reader, plus the location check)."""
+    entries = read_kv(scp)
+    bad = next((utt for utt, loc in entries.items() if ":" not in loc), None)
+    if bad is not None:
+        raise ValueError(f"{scp}: utterance {bad}: expected 'utt ark_path:offset', got {entries[bad]!r}")
     return entries
 
 
@@ -274,10 +267,7 @@ class ArkWriter:
         # Ark paths relative to the scp's folder: a copied dump (cp -a) reads, and a re-run in
         # the copy rewrites, its own arks instead of the original's. FeatureReader resolves them.
         rel = os.path.relpath(self.ark, self.scp.resolve().parent)
-        lines = []
-        for line in self.tmp_scp.read_text(encoding="utf-8").splitlines():
-            utt, loc = line.split(None, 1)
-            lines.append(f"{utt} {rel}:{loc.rsplit(':', 1)[1]}\n")
+        lines = [f"{utt} {rel}:{loc.rsplit(':', 1)[1]}\n" for utt, loc in read_kv(self.tmp_scp).items()]
         os.replace(self.tmp_ark, self.ark)
         with atomic_open(self.scp) as f:
             f.writelines(lines)
