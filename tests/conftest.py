@@ -54,6 +54,15 @@ def emodb_dir(shared_dir):
 
 
 @pytest.fixture(scope="session")
+def urdu_dir(shared_dir):
+    """The shared URDU copy (Angry/ Happy/ Neutral/ Sad/); skips when absent."""
+    path = shared_dir / "corpora" / "urdu"
+    if not (path / "Angry").is_dir():
+        pytest.skip(f"URDU not found under {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def whisper_dir(shared_dir):
     """The transformers whisper-base folder; skips when absent."""
     path = shared_dir / "models" / "whisper-base"

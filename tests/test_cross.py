@@ -80,11 +80,8 @@ def test_urdu_refuses_a_file_in_the_wrong_folder(tmp_path):
         get_corpus("urdu").prepare(corpus, tmp_path / "data", num_folds=2)
 
 
-def test_urdu_real_copy_has_five_equal_folds(shared_dir, tmp_path):
-    corpus = shared_dir / "corpora" / "urdu"
-    if not (corpus / "Angry").is_dir():
-        pytest.skip(f"URDU not found under {corpus}")
-    recs = get_corpus("urdu").prepare(corpus, tmp_path / "data")
+def test_urdu_real_copy_has_five_equal_folds(urdu_dir, tmp_path):
+    recs = get_corpus("urdu").prepare(urdu_dir, tmp_path / "data")
     assert len(recs) == 400
     spk_folds = collections.defaultdict(set)
     for r in recs:
@@ -275,14 +272,6 @@ def test_score_matrix_without_cells_fails(tmp_path):
 
 
 # -------------------------------------------------------------------------- egs/cross end to end
-@pytest.fixture(scope="module")
-def urdu_dir(shared_dir):
-    path = shared_dir / "corpora" / "urdu"
-    if not (path / "Angry").is_dir():
-        pytest.skip(f"URDU not found under {path}")
-    return path
-
-
 @pytest.mark.corpus
 @pytest.mark.slow
 def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
