@@ -227,9 +227,9 @@ class GenSERModel(SERModel):
         return self._pool(out, mask)
 
     def _predict(self, feats, lengths, nsteps, eta, generator):
-        x = self.generate(feats, lengths, nsteps, eta, generator)
-        scores = self.taxonomy.posteriors(x, tau=self.config["tm"]["ce_tau"])
-        return {"pred": self.taxonomy.decide(x), "scores": scores}
+        # one similarity for both: the argmax of the cosines is the argmax of their softmax
+        cos = self.taxonomy.scores(self.generate(feats, lengths, nsteps, eta, generator))
+        return {"pred": cos.argmax(-1), "scores": torch.softmax(cos / self.config["tm"]["ce_tau"], dim=-1)}
 
 
 MODEL_CLASSES = {"genser": GenSERModel, "classifier": ClassifierModel}

@@ -41,13 +41,17 @@ def _check(x1, ts, schedule, eta):
         raise ValueError("x1 must be a tensor with a leading batch dimension")
     if not isinstance(ts, torch.Tensor) or ts.ndim != 1 or ts.numel() < 2:
         raise ValueError("ts must be a 1-D tensor of at least 2 times (see time_grid)")
-    if float(ts[0]) != 1.0 or float(ts[-1]) != 0.0 or not bool(torch.all(ts[1:] < ts[:-1])):
-        raise ValueError(f"ts must descend from 1 to 0, got {ts.tolist()}")
+    # The grid as Python floats, checked and stepped through without torch operators: on
+    # utterance vectors each small operator costs as much as a row of the denoiser.
+    grid = ts.tolist()
+    if grid[0] != 1.0 or grid[-1] != 0.0 or not all(u < t for t, u in zip(grid, grid[1:])):
+        raise ValueError(f"ts must descend from 1 to 0, got {grid}")
     # The state at t=1 is x1 itself, which holds for a bridge (s(1) = 0): every shipped schedule.
     if schedule.std(1.0) != 0:
         raise ValueError(f"the samplers start at x1 and need s(1) = 0; {schedule!r} has s(1) = {schedule.std(1.0)}")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    return list(zip(grid, grid[1:]))
 
 
 def _denoise(denoise, x, t):
@@ -67,11 +71,10 @@ def sample_tm(denoise, x1, ts, schedule, eta=0.0, generator=None, callback=None)
     The last step lands at t=0 where a=0 and s=0, so the result is the final x0_hat.
     ``callback({"i", "t", "u", "x", "x0_hat"})`` sees each step's new state and estimate.
     """
-    _check(x1, ts, schedule, eta)
-    x = x1.clone()
+    steps = _check(x1, ts, schedule, eta)
+    x = x1
     keep = math.sqrt(1.0 - eta**2)
-    for i in range(len(ts) - 1):
-        t, u = float(ts[i]), float(ts[i + 1])
+    for i, (t, u) in enumerate(steps):
         x0_hat = _denoise(denoise, x, t)
         s_t, s_u = schedule.std(t), schedule.std(u)
         eps = to_eps(x, path_mean(x0_hat, x1, schedule.mean(t)), s_t)
@@ -93,12 +96,11 @@ def sample_euler(denoise, x1, ts, schedule, eta=0.0, generator=None, callback=No
     Deterministic only (eta must be 0). Unlike ``sample_tm`` it is exact with an oracle only when
     the path is linear in t (linear mean, no noise).
     """
-    _check(x1, ts, schedule, eta)
+    steps = _check(x1, ts, schedule, eta)
     if eta != 0:
         raise ValueError(f"sample_euler is deterministic; eta must be 0, got {eta}")
-    x = x1.clone()
-    for i in range(len(ts) - 1):
-        t, u = float(ts[i]), float(ts[i + 1])
+    x = x1
+    for i, (t, u) in enumerate(steps):
         x0_hat = _denoise(denoise, x, t)
         s_t = schedule.std(t)
         d = schedule.mean_deriv(t) * (x1 - x0_hat)

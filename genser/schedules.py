@@ -52,22 +52,34 @@ def path_mean(x0, x1, a):
     return (1.0 - a) * x0 + a * x1
 
 
-def _as_tensor(t):
-    """Return (tensor, was_scalar): numbers become float64 scalars so the maths stays exact."""
-    if isinstance(t, torch.Tensor):
-        return t, False
-    if isinstance(t, (int, float)):
-        return torch.tensor(float(t), dtype=torch.float64), True
-    raise TypeError(f"time must be a number or a tensor, got {type(t).__name__}")
-
-
-def _out(x, scalar):
-    return float(x) if scalar else x
-
-
 def _check_range(t):
     if t.numel() and (torch.any(t < 0) or torch.any(t > 1)):
         raise ValueError(f"time must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}]")
+
+
+def _evaluate(obj, fn, t):
+    """fn (one of obj's tensor formulas) at time t, after the range check; a number in, a float out.
+
+    Numbers are memoised per object: the samplers evaluate the schedule at the same few grid
+    times for every batch, and one tensor evaluation is some fifteen small torch operators, which
+    on utterance vectors cost as much as the denoiser call itself (bench/results/cost_heads.md).
+    The value is the same float64 computation either way; an out-of-range time is never stored,
+    so it raises on every call.
+    """
+    if isinstance(t, torch.Tensor):
+        _check_range(t)
+        return fn(t)
+    if not isinstance(t, (int, float)):
+        raise TypeError(f"time must be a number or a tensor, got {type(t).__name__}")
+    memo = obj.__dict__.setdefault("_memo", {})
+    key = (fn.__name__, float(t))
+    if key not in memo:
+        tt = torch.tensor(float(t), dtype=torch.float64)  # float64, so the maths stays exact
+        _check_range(tt)
+        if len(memo) >= 4096:  # a bound for callers that sweep many times (plots)
+            memo.clear()
+        memo[key] = float(fn(tt))
+    return memo[key]
 
 
 class MeanSchedule:
@@ -76,14 +88,10 @@ class MeanSchedule:
     name = "base"
 
     def mean(self, t):
-        t, scalar = _as_tensor(t)
-        _check_range(t)
-        return _out(self._mean(t), scalar)
+        return _evaluate(self, self._mean, t)
 
     def mean_deriv(self, t):
-        t, scalar = _as_tensor(t)
-        _check_range(t)
-        return _out(self._mean_deriv(t), scalar)
+        return _evaluate(self, self._mean_deriv, t)
 
     def _mean(self, t):
         raise NotImplementedError
@@ -146,14 +154,10 @@ class StdSchedule:
     name = "base"
 
     def std(self, t):
-        t, scalar = _as_tensor(t)
-        _check_range(t)
-        return _out(self._std(t), scalar)
+        return _evaluate(self, self._std, t)
 
     def std_deriv(self, t):
-        t, scalar = _as_tensor(t)
-        _check_range(t)
-        return _out(self._std_deriv(t), scalar)
+        return _evaluate(self, self._std_deriv, t)
 
 
 class NoStd(StdSchedule):

@@ -228,7 +228,7 @@ def test_sampler_errors_and_registry():
     with pytest.raises(ValueError, match="shape"):
         sample_tm(lambda x, t: x[:, :2], x1, time_grid(2), sched)
     for bad in (torch.tensor([1.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5, 0.6, 0.0]),
-                torch.tensor([0.9, 0.0])):
+                torch.tensor([0.9, 0.0]), torch.tensor([1.0, float("nan"), 0.0])):
         with pytest.raises(ValueError, match="ts must"):
             sample_tm(Oracle(x0), x1, bad, sched)
 

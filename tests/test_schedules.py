@@ -107,3 +107,20 @@ def test_build_schedule_and_errors():
         LogisticMean().mean(1.5)
     with pytest.raises(TypeError):
         LinearMean().mean("0.5")
+
+
+def test_numbers_are_memoised_with_the_tensor_value():
+    """The samplers' scalar times are memoised; the float must be the float64 tensor formula's."""
+    sched = build_schedule()
+    times = [0.0, 1e-3, 1.0 / 3.0, 0.5, 0.9, 1.0]
+    for _ in range(2):  # the second round is served by the memo
+        for t in times:
+            tt = torch.tensor(t, dtype=torch.float64)
+            assert sched.mean(t) == float(sched.mean_schedule._mean(tt))
+            assert sched.std(t) == float(sched.std_schedule._std(tt))
+            assert sched.mean_deriv(t) == float(sched.mean_schedule._mean_deriv(tt))
+            assert isinstance(sched.mean(t), float)
+    assert sched.std_deriv(0.0) == math.inf and sched.std_deriv(1.0) == -math.inf
+    for _ in range(2):  # an out-of-range time is never stored: it raises every time
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            sched.mean(1.5)
