@@ -357,42 +357,22 @@ def write_train_config(base, out, families=None):
     return conf
 
 
-def normalize_per_corpus(feat_dir, data_dir, out_dir, eps=1e-5):
+def normalize_per_corpus(feat_dir, data_dir, out_dir):
     """Writes a copy of the dump ``feat_dir`` standardised per corpus (``data_dir``'s utt2corpus).
 
-    Every corpus gets zero mean and unit variance per layer and dimension, with statistics over
-    all of its frames (utterance means, for a mean-pooled dump).  It is unsupervised adaptation:
-    the statistics of a test corpus come from its audio, never from its labels, but they do use
-    the test audio, so results with it are labelled by the feature tag (``..._cnorm``).
-    Recording or channel differences between corpora (EmoDB's studio at 22 kHz against URDU's
-    broadcast audio) otherwise shift every feature, which fbank features carry straight through.
-    Returns {corpus: number of utterances}.
+    Every corpus gets zero mean and unit variance per layer and dimension (genser.cmvn with the
+    corpus as the group, no shrinkage). It is unsupervised adaptation: the statistics of a test
+    corpus come from its audio, never from its labels, but they do use the test audio, so results
+    with it are labelled by the feature tag (``..._cnorm``). Recording or channel differences
+    between corpora (EmoDB's studio at 22 kHz against URDU's broadcast audio) otherwise shift
+    every feature, which fbank features carry straight through. Returns {corpus: number of utterances}.
     """
-    import numpy as np
+    from genser.cmvn import normalize_dump
 
-    from genser.features import FeatureReader, load_all, write_feats_dir
-
-    reader = FeatureReader(feat_dir)
     utt2corpus = load_data_dir(data_dir).extra.get("corpus")
     if not utt2corpus:
         raise CrossError(f"{data_dir}/utt2corpus not found: normalisation per corpus needs the pooled dir")
-    missing = [u for u in utt2corpus if u not in reader]
-    if missing:
-        raise CrossError(f"utterance {missing[0]} of {data_dir} has no features in {reader.scp_path} "
-                         f"({len(missing)} such utterances); rerun the feature stage")
-    feats = load_all(reader, sorted(utt2corpus))
-    by_corpus = collections.defaultdict(list)
-    for utt, corpus in utt2corpus.items():
-        by_corpus[corpus].append(utt)
-    out = {}
-    for corpus, utts in sorted(by_corpus.items()):
-        frames = np.concatenate([feats[u] for u in utts], axis=0).astype(np.float64)  # [N, L, D]
-        mean, std = frames.mean(axis=0), frames.std(axis=0)
-        for u in utts:
-            feats[u] = ((feats[u] - mean) / (std + eps)).astype(np.float32)
-        out[corpus] = len(utts)
-        logger.info("%s: standardised %d utterances (%d frames)", corpus, len(utts), len(frames))
-    meta = dict(reader.meta)
-    meta["normalization"] = "per corpus: " + " ".join(sorted(out))
-    write_feats_dir(out_dir, feats, meta, dtype=meta.get("dtype", "float32"))
-    return out
+    try:
+        return normalize_dump(feat_dir, utt2corpus, out_dir, group="corpus", norm_vars=True, relevance=0.0)
+    except ValueError as exc:
+        raise CrossError(f"{data_dir}: {exc}") from None

@@ -77,6 +77,14 @@ def from_matrix(mat, meta):
     return mat.reshape(-1, L, D)
 
 
+def back_to_matrix(feats, meta):
+    """The inverse of ``from_matrix``: [T, L, D] as read -> the 2-D matrix a dump stores."""
+    feats = np.asarray(feats, dtype=np.float32)
+    if meta["pooling"] in ("mean", "meanstd"):
+        return feats[0]
+    return feats.reshape(feats.shape[0], -1)
+
+
 def to_storage(mat, dtype, utt):
     """Casts a matrix to the storage dtype; values that overflow float16 raise naming ``utt``."""
     if dtype not in DTYPES:

@@ -170,19 +170,32 @@ def test_genser_infer_classifies_wav_files(trained_recipe):
     assert len(lines) == 3
 
 
-def test_speed_perturbation_extracts_a_dump_per_factor_and_tags_the_exp_dir(tmp_path):
+def test_speed_perturbation_and_speaker_cmvn_make_their_dumps_and_tag_the_exp_dir(tmp_path):
     recipe = make_recipe(tmp_path)
-    result = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 1.0 1.1", "--models", "classifier",
-                        "--nj", "1", "--folds", "1", "--stop_stage", "3")
+    result = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 1.0 1.1", "--feat_norm", "speaker",
+                        "--models", "classifier", "--nj", "1", "--folds", "1", "--stop_stage", "3")
     assert result.returncode == 0, result.stderr[-4000:]
     dumps = sorted(p.name for p in (recipe / "dump").iterdir())
-    assert len(dumps) == 3 and dumps[1:] == [dumps[0] + "_sp0.9", dumps[0] + "_sp1.1"], dumps
+    raw = min(dumps, key=len)
+    assert dumps == sorted([raw, raw + "_sp0.9", raw + "_sp1.1", raw + "_spknorm", raw + "_sp0.9_spknorm",
+                            raw + "_sp1.1_spknorm"]), dumps
     import yaml
-    assert yaml.safe_load((recipe / "dump" / dumps[1] / "feats.yaml").read_text())["speed"] == 0.9
-    exp = exp_of(recipe, "emotion_*_train_epochs3_sp0.9-1.1")
+    assert yaml.safe_load((recipe / "dump" / (raw + "_sp0.9") / "feats.yaml").read_text())["speed"] == 0.9
+    norm = yaml.safe_load((recipe / "dump" / (raw + "_sp0.9_spknorm") / "feats.yaml").read_text())
+    assert norm["speed"] == 0.9 and norm["cmvn"]["group"] == "spk" and norm["cmvn"]["relevance"] == 10.0
+    exp = exp_of(recipe, "emotion_*_spknorm_train_epochs3_sp0.9-1.1")
     log = (exp / "seed0" / "classifier" / "log" / "train.1.log").read_text()
+    assert "_sp0.9_spknorm" in log and "_sp1.1_spknorm" in log
     items, utts = map(int, re.search(r"speed perturbation: (\d+) training items \((\d+) utterances x 3", log).groups())
     fold_dir = next((exp / "seed0" / "classifier").glob("fold_*"))
     assert utts == len((fold_dir / "train.list").read_text().split()) and items == 3 * utts
+    # genser-infer normalises new audio as the training dump was: a file whole, and in windows
+    wav = str(sorted((recipe / "downloads" / "synth").rglob("*.wav"))[0])
+    for extra in ([], ["--segment", "window", "--window", "0.5", "--hop", "0.5"]):
+        out = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--model", str(fold_dir / "model.pt"),
+                              *extra, wav], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and len(out.stdout.splitlines()) >= 2, out.stderr[-3000:]
     bad = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 fast", "--stage", "3")
     assert bad.returncode == 2 and "must be numbers" in bad.stderr
+    bad = run_recipe(recipe, *SMALL, "--feat_norm", "room", "--stage", "3")
+    assert bad.returncode == 2 and "--feat_norm must be none or speaker" in bad.stderr

@@ -50,3 +50,17 @@ speed_perturb_tag() {
     [ -n "${factors}" ] && echo "_sp$(echo "${factors}" | paste -sd-)"
     return 0
 }
+
+# feat_norm_tag FEAT_NORM RELEVANCE: the suffix of a normalised dump (none -> "", speaker ->
+# _spknorm, with _r<R> when the relevance is not the default 10); refuses other values.
+feat_norm_tag() {
+    case "$1" in
+        none) return 0 ;;
+        speaker) ;;
+        *) echo "Error: --feat_norm must be none or speaker, got '$1'" >&2; return 2 ;;
+    esac
+    case "$2" in
+        ''|*[!0-9.]*|*.*.*) echo "Error: --cmvn_relevance must be a number >= 0, got '$2'" >&2; return 2 ;;
+    esac
+    if awk -v r="$2" 'BEGIN { exit !(r + 0 == 10) }'; then echo _spknorm; else echo "_spknorm_r$2"; fi
+}

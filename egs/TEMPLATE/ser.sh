@@ -48,6 +48,9 @@ extract_batch_size=8  # Utterances per frontend forward pass.
 speed_perturb_factors=  # Speed perturbation of the training utterances, ESPnet style, e.g. "0.9 1.0 1.1":
                       # stage 1 also extracts dump/<feat_tag>_sp<f> per factor f != 1, and training adds
                       # a copy of every training utterance per factor (never of dev or test ones).
+feat_norm=none        # none | speaker: per-speaker CMVN of every dump (Kaldi's apply-cmvn --utt2spk; unsupervised,
+                      # it reads the test speaker's audio but no label); stage 1 writes dump/<feat_tag>_spknorm.
+cmvn_relevance=10     # Utterances' worth of the whole dump's moments in each speaker's (genser/cmvn.py).
 device=cpu            # Device for extraction, training and decoding (cpu, cuda).
 
 # Training options
@@ -102,14 +105,16 @@ esac
 [ "${feat_pooling}" = auto ] && feat_pooling=$(auto_feat_pooling "${frontend_conf}" "${frontend}")
 [ -z "${feat_tag}" ] && feat_tag=$(default_feat_tag "${frontend_conf}" "${frontend}" "${feat_layers}" \
     "${feat_pooling}" "${feat_dtype}")
-feat_dir=dump/${feat_tag}
+norm_tag=$(feat_norm_tag "${feat_norm}" "${cmvn_relevance}") || exit 2
+raw_dir=dump/${feat_tag}
+feat_dir=${raw_dir}${norm_tag}
 # ESPnet's tag: the config name, then the overridden training arguments ("--epochs 80" -> epochs80).
 config_tag=$(basename "${train_config}" .yaml)
 args_tag=$(train_args_tag "${train_args}")
 sp_factors=$(speed_perturb_factors_of "${speed_perturb_factors}") || exit 2
 sp_tag=$(speed_perturb_tag "${speed_perturb_factors}")
-sp_dirs=$(for f in ${sp_factors}; do echo "${feat_dir}_sp${f}"; done | paste -sd,)
-expdir=exp/${task}_${feat_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
+sp_dirs=$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}${norm_tag}"; done | paste -sd,)
+expdir=exp/${task}_${feat_tag}${norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
 
 # One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
 # script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
@@ -178,10 +183,20 @@ extract_dump() {
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     require "${data_dir}/wav.scp" 0
     utils/split_data.sh "${data_dir}" "${nj}"
-    extract_dump "${feat_dir}" ""
+    extract_dump "${raw_dir}" ""
     for f in ${sp_factors}; do
-        extract_dump "${feat_dir}_sp${f}" "${f}"
+        extract_dump "${raw_dir}_sp${f}" "${f}"
     done
+    if [ -n "${norm_tag}" ]; then
+        for raw in "${raw_dir}" ${sp_factors:+$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done)}; do
+            log "Stage 1: per-speaker CMVN (relevance ${cmvn_relevance}) ${raw} -> ${raw}${norm_tag}"
+            lock_dir "${raw}${norm_tag}"
+            mkdir -p "${raw}${norm_tag}/log"
+            ${python} -m genser.bin.cmvn --feat_dir "${raw}" --data_dir "${data_dir}" \
+                --out_dir "${raw}${norm_tag}" --relevance "${cmvn_relevance}" 2>&1 \
+                | tee "${raw}${norm_tag}/log/cmvn.log"
+        done
+    fi
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 2 ]; then
@@ -199,7 +214,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     require "${feat_dir}/feats.scp" 1
-    for f in ${sp_factors}; do require "${feat_dir}_sp${f}/feats.scp" 1; done
+    for d in ${sp_dirs//,/ }; do require "${d}/feats.scp" 1; done
     require "${expdir}/labels.txt" 2
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.

@@ -19,6 +19,11 @@ A recording without speech is reported ("no speech found") and gets an empty tim
 
 ``--min_confidence P`` prints the label ``unknown`` where the largest posterior is below P.
 
+A model trained on speaker-normalised features (``--feat_norm speaker``, genser/cmvn.py) gets
+the same normalisation: the segments of a recording are taken as one speaker and normalised with
+their own moments, shrunk towards the training dump's; a file classified whole is a speaker of
+one utterance, which leans on the training dump's moments (docs/TRAINING.md).
+
 stdout holds only the table; an unreadable input is reported on stderr, one line each, the
 others are still classified, and the exit status is then 1.
 
@@ -41,6 +46,7 @@ from tqdm import tqdm
 from genser.audio import AudioError, AudioReader
 from genser.bin.common import load_config, setup_logging, str_or_none
 from genser.checkpoint import ModelError, load_model
+from genser.cmvn import normalize_unit
 from genser.features import check_finite, from_matrix, pad_collate, stack_layers, to_matrix
 from genser.fileio import atomic_open, read_kv
 from genser.frontend import FrontendError, build_frontend, frontend_spec, stored_frontend_spec
@@ -133,13 +139,32 @@ def featurize(frontend, meta, wavs):
             for f in stack_layers(outputs, lengths, meta["layers"])]
 
 
+def as_stored(meta, feats, where):
+    """The features as the model's training dump held them: normalised per speaker when that dump
+    was (its ``cmvn`` entry, genser/cmvn.py), with ``feats`` taken as the utterances of one speaker."""
+    if not meta.get("cmvn"):
+        return feats
+    out, alone = normalize_unit(feats, meta["cmvn"])
+    if alone:
+        log.warning("%s: one utterance, for a model trained on per-speaker CMVN without shrinkage "
+                    "(relevance 0): normalised with the training dump's moments alone", where)
+    return out
+
+
 @torch.no_grad()
-def classify(model, frontend, meta, wavs, *, nsteps=1, eta=0.0, generator=None):
-    """Posteriors [B, K] and predicted label indices [B] for a list of 1-D 16 kHz waveforms."""
-    batch, lengths, _ = pad_collate([(f, 0) for f in featurize(frontend, meta, wavs)])
+def predict(model, feats, *, nsteps=1, eta=0.0, generator=None):
+    """(predicted label indices [B], posteriors [B, K]) for stored-form features, [T, L, D] each."""
+    batch, lengths, _ = pad_collate([(f, 0) for f in feats])
     device = next(model.parameters()).device
     out = model.predict(batch.to(device), lengths.to(device), nsteps=nsteps, eta=eta, generator=generator)
     return out["pred"].cpu(), out["scores"].cpu()
+
+
+def classify(model, frontend, meta, wavs, *, nsteps=1, eta=0.0, generator=None, where="the input"):
+    """Posteriors [B, K] and predicted label indices [B] for a list of 1-D 16 kHz waveforms
+    (for a model trained on per-speaker CMVN, the waveforms are taken as one speaker)."""
+    feats = as_stored(meta, featurize(frontend, meta, wavs), where)
+    return predict(model, feats, nsteps=nsteps, eta=eta, generator=generator)
 
 
 def decide(labels, scores, min_confidence):
@@ -214,11 +239,17 @@ def segment_recording(params, reader, vad, utt, path):
 
 def classify_segments(params, model, frontend, meta, reader, generator, utt, path, spans):
     """Timeline rows {start, end, label, scores{label: p}}: each segment read from the file on its own."""
+    def features(start, end):
+        return featurize(frontend, meta, [reader(utt, path, start=start, end=end)])
+
+    if meta.get("cmvn"):  # the segments of a recording are one speaker: all their features first
+        stored = as_stored(meta, [features(*span)[0] for span in spans], f"utt {utt} ({path})")
+        feats = ([f] for f in stored)
+    else:  # one segment at a time: memory does not grow with the recording
+        feats = (features(*span) for span in spans)
     rows = []
-    for start, end in spans:
-        wav = reader(utt, path, start=start, end=end)
-        _, scores = classify(model, frontend, meta, [wav], nsteps=params.nsteps, eta=params.eta,
-                             generator=generator)
+    for (start, end), f in zip(spans, feats):
+        _, scores = predict(model, f, nsteps=params.nsteps, eta=params.eta, generator=generator)
         scores = scores[0].numpy()
         check_finite(utt, scores, f"the scores of {params.model} for {path} [{start:.3f}, {end:.3f}]")
         rows.append({"start": round(float(start), 3), "end": round(float(end), 3),
@@ -288,7 +319,7 @@ def main(argv=None):
                                 "window classifies a long recording in segments", utt, path,
                                 wav.numel() / reader.target_sr)
                 _, scores = classify(model, frontend, meta, [wav], nsteps=params.nsteps, eta=params.eta,
-                                     generator=generator)
+                                     generator=generator, where=f"utt {utt} ({path})")
                 scores = scores[0].numpy()
                 check_finite(utt, scores, f"the scores of {params.model} for {path}")
                 rows = [{"label": decide(model.labels, scores, params.min_confidence),

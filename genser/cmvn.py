@@ -1,0 +1,156 @@
+"""Mean and variance normalisation per speaker (or per corpus) of a feature dump.
+
+Kaldi's ``compute-cmvn-stats --spk2utt`` and ``apply-cmvn --utt2spk`` on genser's [T, L, D]
+dumps: every group (speaker, corpus) is brought to zero mean and, with ``norm_vars``, unit
+variance per layer and dimension, with statistics over all of its frames (the utterance vectors
+of a pooled dump). It is unsupervised adaptation: a test speaker's statistics come from its
+audio, never from its labels (docs/TRAINING.md, "Speaker normalisation").
+
+A group with few utterances has noisy statistics, and for a group of one utterance they would
+erase the utterance itself. So the group's moments are shrunk towards those of the whole dump by
+a relevance factor r counted in utterances, as in MAP adaptation (Reynolds et al., 2000)::
+
+    m_g = (n_g mean_g + r mean_all) / (n_g + r)          (the same for the second moment)
+
+r = 0 is plain per-group CMVN; a large r tends to one global CMVN. The global moments are kept
+with the dump (``feats.yaml``, key ``cmvn``) and so in every model trained on it, so that
+genser-infer can normalise new audio the same way, with the moments of the audio it is given.
+"""
+import collections
+import logging
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Moments", "accumulate", "group_moments", "normalize", "normalize_dump", "normalize_unit", "CMVN_GROUPS"]
+
+log = logging.getLogger(__name__)
+
+CMVN_GROUPS = ("spk", "corpus")
+EPS = 1e-5  # added to the standard deviation, as in cross-corpus standardisation before
+
+
+class Moments:
+    """Running first and second moments (float64) of [L, D] frames, weighted per utterance."""
+
+    def __init__(self):
+        self.n = 0.0  # utterances
+        self.s1 = 0.0  # sum over utterances of the per-utterance frame mean
+        self.s2 = 0.0  # ... and of the per-utterance mean of squares
+
+    @classmethod
+    def of(cls, mean, var):
+        """The moments of one utterance's worth of data with this mean and variance."""
+        m = cls()
+        m.n, m.s1 = 1.0, np.asarray(mean, dtype=np.float64)
+        m.s2 = np.asarray(var, dtype=np.float64) + m.s1 * m.s1
+        return m
+
+    def add(self, feats):
+        """Adds one utterance, feats [T, L, D]: each utterance weighs one, whatever its length."""
+        x = np.asarray(feats, dtype=np.float64)
+        self.n += 1.0
+        self.s1 = self.s1 + x.mean(axis=0)
+        self.s2 = self.s2 + (x * x).mean(axis=0)
+
+    def mean_var(self, prior=None, relevance=0.0):
+        """(mean, var) [L, D], shrunk towards ``prior`` (another Moments) by ``relevance`` utterances."""
+        n, s1, s2 = self.n, self.s1, self.s2
+        if prior is not None and relevance > 0:
+            n = n + relevance
+            s1 = s1 + relevance * prior.s1 / prior.n
+            s2 = s2 + relevance * prior.s2 / prior.n
+        if n <= 0:
+            raise ValueError("no utterances to take statistics from")
+        mean = s1 / n
+        return mean, np.maximum(s2 / n - mean * mean, 0.0)
+
+
+def accumulate(reader, utt2group, utts=None):
+    """(moments per group, moments of all) over ``utts`` (default: all of utt2group) of ``reader``.
+
+    Reads one utterance at a time, so a frame-level dump never has to fit in memory.
+    """
+    groups, everything = collections.defaultdict(Moments), Moments()
+    for utt in sorted(utt2group) if utts is None else utts:
+        x = reader[utt]
+        groups[utt2group[utt]].add(x)
+        everything.add(x)
+    return dict(groups), everything
+
+
+def group_moments(groups, everything, relevance):
+    """{group: (mean, var)} with every group shrunk towards ``everything``."""
+    return {g: m.mean_var(everything, relevance) for g, m in groups.items()}
+
+
+def normalize(feats, mean, var, norm_vars=True):
+    """(feats - mean) / (sqrt(var) + EPS) with norm_vars, else feats - mean; float32 out."""
+    x = np.asarray(feats, dtype=np.float64) - mean
+    if norm_vars:
+        x = x / (np.sqrt(var) + EPS)
+    return x.astype(np.float32)
+
+
+def normalize_dump(feat_dir, utt2group, out_dir, group="spk", norm_vars=True, relevance=0.0):
+    """Writes a copy of the dump ``feat_dir`` normalised per group of ``utt2group`` into ``out_dir``.
+
+    Every utterance of ``utt2group`` must be in the dump (a clear error names the first one that
+    is not). The copy's ``feats.yaml`` records the normalisation and the moments of the whole
+    dump (key ``cmvn``). Returns {group: number of utterances}. The ark and scp are written to
+    temporary names and renamed (genser.features.ArkWriter), so an interrupted run leaves no
+    dump that looks complete.
+    """
+    from genser.features import ArkWriter, FeatureReader, back_to_matrix, check_finite, write_meta
+
+    if group not in CMVN_GROUPS:
+        raise ValueError(f"cmvn group must be one of {CMVN_GROUPS}, got {group!r}")
+    if not relevance >= 0:
+        raise ValueError(f"cmvn relevance must be >= 0, got {relevance}")
+    reader = FeatureReader(feat_dir)
+    missing = [u for u in sorted(utt2group) if u not in reader]
+    if missing:
+        raise ValueError(f"utterance {missing[0]} has no features in {reader.scp_path} "
+                         f"({len(missing)} such utterances); rerun the feature stage")
+    groups, everything = accumulate(reader, utt2group)
+    stats = group_moments(groups, everything, relevance)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = dict(reader.meta)
+    with ArkWriter(out_dir / "feats.ark", out_dir / "feats.scp", dtype=meta.get("dtype", "float32")) as writer:
+        for utt in sorted(utt2group):
+            mean, var = stats[utt2group[utt]]
+            x = normalize(reader[utt], mean, var, norm_vars)
+            check_finite(utt, x, f"the normalised features of {reader.scp_path}")
+            writer(utt, back_to_matrix(x, meta))
+    all_mean, all_var = everything.mean_var()
+    meta["cmvn"] = {"group": group, "norm_vars": bool(norm_vars), "relevance": float(relevance),
+                    "source": str(feat_dir), "num_groups": len(groups),
+                    "mean": all_mean.astype(np.float32).tolist(), "var": all_var.astype(np.float32).tolist()}
+    meta["num_utts"] = len(utt2group)
+    write_meta(out_dir, meta)
+    sizes = {g: int(m.n) for g, m in sorted(groups.items())}
+    log.info("%s: normalised %d utterances in %d groups (%s, norm_vars=%s, relevance %g) -> %s",
+             feat_dir, len(utt2group), len(groups), group, norm_vars, relevance, out_dir)
+    return sizes
+
+
+def normalize_unit(feats_list, cmvn):
+    """The utterances of one speaker, a list of [T, L, D], normalised as the dump behind ``cmvn``
+    (the ``cmvn`` entry of its feats.yaml, which a model's checkpoint keeps) was: with their own
+    moments, shrunk towards the dump's by its relevance. This is how genser-infer treats new
+    audio, one recording (or one run, ``--cmvn_unit all``) as one speaker.
+
+    With relevance 0, a single utterance's own moments would erase it; it then gets the dump's
+    moments alone (returned flag True, so the caller can say so).
+    """
+    if not feats_list:
+        return [], False
+    own = Moments()
+    for f in feats_list:
+        own.add(f)
+    prior = Moments.of(cmvn["mean"], cmvn["var"])
+    relevance = float(cmvn["relevance"])
+    alone = relevance == 0 and own.n < 2
+    mean, var = prior.mean_var() if alone else own.mean_var(prior, relevance)
+    return [normalize(f, mean, var, cmvn["norm_vars"]) for f in feats_list], alone

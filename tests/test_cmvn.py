@@ -1,0 +1,124 @@
+"""genser.cmvn: per-speaker CMVN of a dump, its shrinkage, and the same normalisation of new audio."""
+import numpy as np
+import pytest
+
+from genser.bin import cmvn as cmvn_cli
+from genser.cmvn import Moments, normalize_dump, normalize_unit
+from genser.features import FeatureReader, read_meta, write_feats_dir
+
+SPEAKERS = {"a": 2, "b": 5, "c": 1}  # utterances per speaker, uneven on purpose
+
+
+def make_dump(path, pooling, L=2, D=3, seed=0):
+    """A dump of 8 utterances of 3 speakers, each speaker offset and scaled differently."""
+    rng = np.random.default_rng(seed)
+    feats, utt2spk = {}, {}
+    for k, (spk, n) in enumerate(SPEAKERS.items()):
+        for i in range(n):
+            utt = f"{spk}_{i}"
+            feats[utt] = (rng.normal(size=(2 + i, L, D)) * (1 + k) + 3 * k).astype(np.float32)
+            utt2spk[utt] = spk
+    write_feats_dir(path, feats, {"frontend": {"type": "s3prl", "name": "x"}, "pooling": pooling})
+    return FeatureReader(path), utt2spk
+
+
+def by_hand(reader, utt2spk, relevance):
+    """The normalised dump computed directly from the definition (utterance-weighted moments)."""
+    x = {u: reader[u].astype(np.float64) for u in utt2spk}
+    m1 = {u: v.mean(0) for u, v in x.items()}
+    m2 = {u: (v * v).mean(0) for u, v in x.items()}
+    g1, g2 = np.mean([m1[u] for u in x], 0), np.mean([m2[u] for u in x], 0)
+    out = {}
+    for spk in SPEAKERS:
+        us = [u for u in x if utt2spk[u] == spk]
+        n = len(us)
+        mean = (sum(m1[u] for u in us) + relevance * g1) / (n + relevance)
+        var = (sum(m2[u] for u in us) + relevance * g2) / (n + relevance) - mean**2
+        for u in us:
+            out[u] = (x[u] - mean) / (np.sqrt(var) + 1e-5)
+    return out
+
+
+@pytest.mark.parametrize("pooling", ["mean", "meanstd", "none"])
+@pytest.mark.parametrize("relevance", [0.0, 3.0])
+def test_normalize_dump_matches_the_definition(tmp_path, pooling, relevance):
+    reader, utt2spk = make_dump(tmp_path / "raw", pooling)
+    sizes = normalize_dump(tmp_path / "raw", utt2spk, tmp_path / "norm", "spk", True, relevance)
+    assert sizes == SPEAKERS
+    got = FeatureReader(tmp_path / "norm")
+    expect = by_hand(reader, utt2spk, relevance)
+    for utt in utt2spk:
+        assert got[utt].shape == reader[utt].shape  # a meanstd dump keeps its [1, 2L, D] layout
+        np.testing.assert_allclose(got[utt], expect[utt], rtol=1e-4, atol=1e-4)
+    meta = read_meta(tmp_path / "norm")
+    assert meta["cmvn"]["group"] == "spk" and meta["cmvn"]["relevance"] == relevance
+    assert meta["pooling"] == pooling and meta["num_utts"] == len(utt2spk)
+
+
+def test_without_shrinkage_every_speaker_is_standardised(tmp_path):
+    _, utt2spk = make_dump(tmp_path / "raw", "mean")
+    normalize_dump(tmp_path / "raw", utt2spk, tmp_path / "norm", relevance=0.0)
+    got = FeatureReader(tmp_path / "norm")
+    for spk in ("a", "b"):
+        x = np.concatenate([got[u] for u in utt2spk if utt2spk[u] == spk]).astype(np.float64)
+        np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(x.std(0), 1.0, atol=1e-3)
+    # a speaker of one utterance is erased by its own moments: why the recipe shrinks (relevance 10)
+    np.testing.assert_allclose(got["c_0"], 0.0, atol=1e-5)
+    normalize_dump(tmp_path / "raw", utt2spk, tmp_path / "mean_only", norm_vars=False, relevance=0.0)
+    x = np.concatenate([FeatureReader(tmp_path / "mean_only")[u] for u in ("b_0", "b_1", "b_2", "b_3", "b_4")])
+    np.testing.assert_allclose(x.mean(0), 0.0, atol=1e-5)
+    assert not np.allclose(x.std(0), 1.0, atol=1e-2)
+
+
+def test_new_audio_is_normalised_as_the_dump_was(tmp_path):
+    """normalize_unit on one speaker's raw features, with only the dump's stored moments, gives
+    what normalize_dump wrote for that speaker."""
+    reader, utt2spk = make_dump(tmp_path / "raw", "mean")
+    normalize_dump(tmp_path / "raw", utt2spk, tmp_path / "norm", relevance=3.0)
+    cmvn, got = read_meta(tmp_path / "norm")["cmvn"], FeatureReader(tmp_path / "norm")
+    for spk in SPEAKERS:
+        utts = [u for u in utt2spk if utt2spk[u] == spk]
+        out, alone = normalize_unit([reader[u] for u in utts], cmvn)
+        assert not alone
+        for u, x in zip(utts, out):
+            np.testing.assert_allclose(x, got[u], rtol=1e-4, atol=1e-4)
+    # relevance 0 and one utterance: the dump's moments alone, and the caller is told
+    out, alone = normalize_unit([reader["c_0"]], {**cmvn, "relevance": 0.0})
+    mean, var = np.asarray(cmvn["mean"]), np.asarray(cmvn["var"])
+    assert alone and np.allclose(out[0], (reader["c_0"] - mean) / (np.sqrt(var) + 1e-5), atol=1e-5)
+    assert normalize_unit([], cmvn) == ([], False)
+
+
+def test_moments_of_mean_and_var():
+    m = Moments.of([1.0, -2.0], [4.0, 0.5])
+    mean, var = m.mean_var()
+    np.testing.assert_allclose(mean, [1.0, -2.0]) and np.testing.assert_allclose(var, [4.0, 0.5])
+    with pytest.raises(ValueError, match="no utterances"):
+        Moments().mean_var()
+
+
+def test_errors_name_the_utterance(tmp_path):
+    _, utt2spk = make_dump(tmp_path / "raw", "mean")
+    with pytest.raises(ValueError, match="utterance ghost has no features in .*feats.scp"):
+        normalize_dump(tmp_path / "raw", {**utt2spk, "ghost": "a"}, tmp_path / "norm")
+    assert not (tmp_path / "norm" / "feats.scp").exists()
+    with pytest.raises(ValueError, match="relevance"):
+        normalize_dump(tmp_path / "raw", utt2spk, tmp_path / "norm", relevance=-1)
+    with pytest.raises(ValueError, match="group"):
+        normalize_dump(tmp_path / "raw", utt2spk, tmp_path / "norm", group="room")
+
+
+def test_cli(tmp_path):
+    _, utt2spk = make_dump(tmp_path / "raw", "mean")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in sorted(utt2spk.items())))
+    (data / "wav.scp").write_text("".join(f"{u} /nonexistent/{u}.wav\n" for u in sorted(utt2spk)))
+    assert cmvn_cli.main(["--feat_dir", str(tmp_path / "raw"), "--data_dir", str(data),
+                          "--out_dir", str(tmp_path / "norm"), "--relevance", "2"]) == 0
+    assert read_meta(tmp_path / "norm")["cmvn"]["relevance"] == 2.0
+    (data / "utt2spk").write_text("ghost a\n")
+    (data / "wav.scp").write_text("ghost /nonexistent/ghost.wav\n")
+    with pytest.raises(SystemExit, match="ghost"):
+        cmvn_cli.main(["--feat_dir", str(tmp_path / "raw"), "--data_dir", str(data), "--out_dir", str(tmp_path / "n2")])
