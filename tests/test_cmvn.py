@@ -1,9 +1,13 @@
 """genser.cmvn: per-speaker CMVN of a dump, its shrinkage, and the same normalisation of new audio."""
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from genser.bin import choose_norm
 from genser.bin import cmvn as cmvn_cli
-from genser.cmvn import Moments, normalize_dump, normalize_unit
+from genser.cmvn import Moments, label_dependence, normalize_dump, normalize_unit
 from genser.features import FeatureReader, read_meta, write_feats_dir
 
 SPEAKERS = {"a": 2, "b": 5, "c": 1}  # utterances per speaker, uneven on purpose
@@ -122,3 +126,56 @@ def test_cli(tmp_path):
     (data / "wav.scp").write_text("ghost /nonexistent/ghost.wav\n")
     with pytest.raises(SystemExit, match="ghost"):
         cmvn_cli.main(["--feat_dir", str(tmp_path / "raw"), "--data_dir", str(data), "--out_dir", str(tmp_path / "n2")])
+
+
+def test_label_dependence_exact():
+    spk = {f"u{i}": "ab"[i % 2] for i in range(8)}
+    independent = {f"u{i}": "xy"[i // 2 % 2] for i in range(8)}  # each speaker: x twice, y twice
+    assert label_dependence(spk, independent) == pytest.approx(0.0, abs=1e-12)
+    determined = {u: {"a": "x", "b": "y"}[s] for u, s in spk.items()}
+    assert label_dependence(spk, determined) == pytest.approx(1.0)
+    # a: x x x y, b: x y y y -> I = log 2 - H(1/4) nats, H(label) = log 2
+    partial = dict(zip([f"u{i}" for i in (0, 2, 4, 6, 1, 3, 5, 7)], "xxxyxyyy"))
+    h14 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert label_dependence(spk, partial) == pytest.approx((math.log(2) - h14) / math.log(2))
+    assert label_dependence(spk, {"u0": "x", "u1": "x"}) == 1.0  # one label: never normalise
+    with pytest.raises(ValueError, match="no utterances"):
+        label_dependence(spk, {})
+
+
+def write_data(path, rows):
+    """A data dir of (utt, spk, emo, fold) rows (the wav paths are never read here)."""
+    path.mkdir(parents=True)
+    for name, col in (("utt2spk", 1), ("utt2emo", 2), ("utt2fold", 3)):
+        (path / name).write_text("".join(f"{r[0]} {r[col]}\n" for r in rows))
+    (path / "wav.scp").write_text("".join(f"{r[0]} /nonexistent/{r[0]}.wav\n" for r in rows))
+
+
+def test_auto_choice_reads_training_folds_only(tmp_path):
+    """Speakers A and B speak every emotion, C only anger: fold C's training utterances (A, B)
+    say normalise, fold A's (B, C) say not; the test fold's labels never enter its own choice."""
+    def rows(c_labels):
+        out = [(f"{s}{i}", s, "ang neu hap sad".split()[i % 4], s) for s in "AB" for i in range(8)]
+        return out + [(f"C{i}", "C", y, "C") for i, y in enumerate(c_labels)]
+
+    for name in ("raw", "raw_spknorm", "raw_sp0.9", "raw_sp0.9_spknorm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "feats.scp").write_text("")
+    choices = {}
+    for case, c_labels in (("one", ["ang"] * 8), ("mixed", "ang neu hap sad".split() * 2)):
+        data, out = tmp_path / f"data_{case}", tmp_path / f"exp_{case}"
+        write_data(data, rows(c_labels))
+        out.mkdir()
+        (out / "folds.txt").write_text("A\nB\nC\n")
+        assert choose_norm.main(["--data_dir", str(data), "--fold_list", str(out / "folds.txt"),
+                                 "--raw_dir", str(tmp_path / "raw"), "--norm_dir", str(tmp_path / "raw_spknorm"),
+                                 "--speed_perturb_factors", "0.9", "--out_dir", str(out)]) == 0
+        table = [line.split() for line in (out / "feat_norm.txt").read_text().splitlines()[1:]]
+        choices[case] = {r[1]: (float(r[4]), Path(r[5]).name) for r in table}
+        for i, r in enumerate(table, start=1):
+            assert (out / f"feats.{i}").resolve() == (tmp_path / Path(r[5]).name).resolve()
+            sp = "raw_sp0.9_spknorm" if r[5].endswith("_spknorm") else "raw_sp0.9"
+            assert (out / f"feats.{i}_sp0.9").resolve() == (tmp_path / sp).resolve()
+    assert choices["one"]["C"] == (0.0, "raw_spknorm") and choices["one"]["A"][1] == "raw"
+    assert choices["mixed"]["A"][1] == "raw_spknorm"
+    assert choices["one"]["C"] == choices["mixed"]["C"]  # C's own labels changed, its choice did not

@@ -51,13 +51,13 @@ speed_perturb_tag() {
     return 0
 }
 
-# feat_norm_tag FEAT_NORM RELEVANCE: the suffix of a normalised dump (none -> "", speaker ->
-# _spknorm, with _r<R> when the relevance is not the default 10); refuses other values.
+# feat_norm_tag FEAT_NORM RELEVANCE: the suffix of the normalised dump (none -> "", speaker or
+# auto -> _spknorm, with _r<R> when the relevance is not the default 10); refuses other values.
 feat_norm_tag() {
     case "$1" in
         none) return 0 ;;
-        speaker) ;;
-        *) echo "Error: --feat_norm must be none or speaker, got '$1'" >&2; return 2 ;;
+        speaker|auto) ;;
+        *) echo "Error: --feat_norm must be none, speaker or auto, got '$1'" >&2; return 2 ;;
     esac
     case "$2" in
         ''|*[!0-9.]*|*.*.*) echo "Error: --cmvn_relevance must be a number >= 0, got '$2'" >&2; return 2 ;;

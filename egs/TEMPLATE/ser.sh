@@ -48,8 +48,9 @@ extract_batch_size=8  # Utterances per frontend forward pass.
 speed_perturb_factors=  # Speed perturbation of the training utterances, ESPnet style, e.g. "0.9 1.0 1.1":
                       # stage 1 also extracts dump/<feat_tag>_sp<f> per factor f != 1, and training adds
                       # a copy of every training utterance per factor (never of dev or test ones).
-feat_norm=none        # none | speaker: per-speaker CMVN of every dump (Kaldi's apply-cmvn --utt2spk; unsupervised,
-                      # it reads the test speaker's audio but no label); stage 1 writes dump/<feat_tag>_spknorm.
+feat_norm=none        # none | speaker | auto: per-speaker CMVN of the dumps (Kaldi's apply-cmvn --utt2spk; it reads
+                      # the test speaker's audio, never a label); stage 1 writes dump/<feat_tag>_spknorm. auto:
+                      # per fold, only where speaker and label are independent in the training utterances.
 cmvn_relevance=10     # Utterances' worth of the whole dump's moments in each speaker's (genser/cmvn.py).
 device=cpu            # Device for extraction, training and decoding (cpu, cuda).
 
@@ -114,7 +115,9 @@ args_tag=$(train_args_tag "${train_args}")
 sp_factors=$(speed_perturb_factors_of "${speed_perturb_factors}") || exit 2
 sp_tag=$(speed_perturb_tag "${speed_perturb_factors}")
 sp_dirs=$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}${norm_tag}"; done | paste -sd,)
-expdir=exp/${task}_${feat_tag}${norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
+exp_norm_tag=${norm_tag}
+[ "${feat_norm}" = auto ] && exp_norm_tag=${norm_tag/_spknorm/_normauto}
+expdir=exp/${task}_${feat_tag}${exp_norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
 
 # One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
 # script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
@@ -210,12 +213,25 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     ${python} -m genser.bin.make_labels --data_dir "${data_dir}" --task "${task}" \
         --folds "${folds}" --out_dir "${expdir}" 2>&1 \
         | tee "${expdir}/make_labels.log"
+    if [ "${feat_norm}" = auto ]; then
+        ${python} -m genser.bin.choose_norm --data_dir "${data_dir}" --task "${task}" \
+            --fold_list "${expdir}/folds.txt" --raw_dir "${raw_dir}" --norm_dir "${raw_dir}${norm_tag}" \
+            --speed_perturb_factors "${sp_factors//$'\n'/ }" --out_dir "${expdir}" 2>&1 \
+            | tee "${expdir}/choose_norm.log"
+    fi
 fi
+
+# The features of fold number I (1-based, the line of folds.txt): with --feat_norm auto, the link
+# that stage 2 chose (exp/.../feats.I), else the one dump of the experiment.
+fold_feat_dir() {
+    if [ "${feat_norm}" = auto ]; then echo "${expdir}/feats.$1"; else echo "${feat_dir}"; fi
+}
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     require "${feat_dir}/feats.scp" 1
     for d in ${sp_dirs//,/ }; do require "${d}/feats.scp" 1; done
     require "${expdir}/labels.txt" 2
+    [ "${feat_norm}" = auto ] && require "${expdir}/feat_norm.txt" 2
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
     {
@@ -226,6 +242,10 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     } > "${expdir}/run.sh"
     chmod +x "${expdir}/run.sh"
     nfolds=$(wc -l < "${expdir}/folds.txt")
+    fold_sp_dirs=${sp_dirs}
+    if [ "${feat_norm}" = auto ] && [ -n "${sp_factors}" ]; then
+        fold_sp_dirs=$(for f in ${sp_factors}; do echo "${expdir}/feats.JOB_sp${f}"; done | paste -sd,)
+    fi
     if [ "${train_nproc}" -gt 1 ]; then
         launcher="torchrun --standalone --nnodes 1 --nproc_per_node ${train_nproc} -m genser.bin.train"
     else
@@ -239,10 +259,10 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             # shellcheck disable=SC2086
             ${train_cmd} --max-jobs-run "${train_nj}" JOB=1:"${nfolds}" "${mdir}/log/train.JOB.log" \
                 ${launcher} --config "${train_config}" --model "${model}" \
-                    --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
+                    --feat_dir "$(fold_feat_dir JOB)" --data_dir "${data_dir}" --task "${task}" \
                     --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
                     --exp_dir "${mdir}" --seed "${seed}" --device "${device}" \
-                    ${sp_dirs:+--speed_perturb_dirs "${sp_dirs}"} ${train_args} \
+                    ${fold_sp_dirs:+--speed_perturb_dirs "${fold_sp_dirs}"} ${train_args} \
                 || { show_failed_logs "${mdir}/log/train.*.log"; exit 1; }
         done
     done
@@ -253,13 +273,15 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: decoding (seeds: ${seeds}; nsteps: ${nsteps}; eta: ${eta})"
     for seed in ${seeds}; do
         for model in ${models}; do
+            index=0
             while read -r fold; do
+                index=$((index + 1))
                 fdir=${expdir}/seed${seed}/${model}/fold_${fold}
                 require "${fdir}/model.pt" 3
                 # shellcheck disable=SC2086
                 ${decode_cmd} "${fdir}/decode.log" \
                     ${python} -m genser.bin.decode --model_dir "${fdir}" \
-                        --feat_dir "${feat_dir}" --data_dir "${data_dir}" --task "${task}" \
+                        --feat_dir "$(fold_feat_dir "${index}")" --data_dir "${data_dir}" --task "${task}" \
                         --nsteps "${nsteps}" --eta "${eta}" --seed "${seed}" --device "${device}" \
                         ${decode_args} \
                     || { show_failed_logs "${fdir}/decode.log"; exit 1; }

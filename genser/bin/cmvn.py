@@ -40,8 +40,9 @@ def main(argv=None):
         raise SystemExit(f"error: {params.feat_dir} -> {params.out_dir}: {exc}") from None
     small = sorted(s for s, n in sizes.items() if n < 10)
     if small:
-        log.warning("%d speaker(s) have under 10 utterances (%s): their moments lean on the whole dump's "
-                    "(--relevance %g)", len(small), " ".join(small[:10]), params.relevance)
+        how = (f"their moments lean on the whole dump's (--relevance {params.relevance:g})" if params.relevance > 0
+               else "their moments are noisy, and a speaker of one utterance is erased (--relevance 0)")
+        log.warning("%d speaker(s) have under 10 utterances (%s): %s", len(small), " ".join(small[:10]), how)
     return 0
 
 

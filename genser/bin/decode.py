@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
 from genser.checkpoint import load_model
+from genser.cmvn import cmvn_kind
 from genser.calibration import draw_agreement, draw_spread
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, pad_collate
@@ -117,6 +118,24 @@ def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
             f.write("\t".join([utt, labels[ref], labels[pred], *(f"{s:.6f}" for s in row)]) + "\n")
 
 
+# What a dump must share with the one a model was trained on (feats.yaml keys; the normalisation
+# by its kind, since its moments differ between a dump and its speed-perturbed copies).
+MATCHING_META = ("frontend", "layers", "num_layers", "dim", "pooling")
+
+
+def check_features(trained, found, model_path, feat_dir):
+    """SystemExit when the dump ``feat_dir`` holds other features than the model was trained on
+    (say raw features for a model trained on speaker-normalised ones), which would decode silently wrong."""
+    if not trained:  # checkpoints from before the feats entry: nothing to compare
+        return
+    diff = [k for k in MATCHING_META if trained.get(k) != found.get(k)]
+    if cmvn_kind(trained) != cmvn_kind(found):
+        diff.append("cmvn (group, norm_vars, relevance): " + f"{cmvn_kind(trained)} vs {cmvn_kind(found)}")
+    if diff:
+        raise SystemExit(f"error: {feat_dir} holds other features than {model_path} was trained on: "
+                         f"{'; '.join(diff)}")
+
+
 def main(argv=None):
     params = load_config(get_parser(), argv)
     setup_logging()
@@ -135,7 +154,9 @@ def main(argv=None):
                          f"--dev_ratio > 0 to hold out training speakers)")
     hyp_name = "hyp.tsv" if params.subset == "test" else "hyp_dev.tsv"
     refs = load_data_dir(params.data_dir).targets(params.task, utts, model.labels)
-    loader = DataLoader(FeatureDataset(FeatureReader(params.feat_dir), utts, refs),
+    reader = FeatureReader(params.feat_dir)
+    check_features(extra.get("feats"), reader.meta, model_dir / "model.pt", params.feat_dir)
+    loader = DataLoader(FeatureDataset(reader, utts, refs),
                         batch_size=params.batch_size, collate_fn=pad_collate)
     for name, nsteps, eta in settings_of(model.kind, params.nsteps, params.eta):
         generator = torch.Generator(device=device).manual_seed(params.seed)

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
 from genser.checkpoint import save_model
+from genser.cmvn import cmvn_kind
 from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, StackedReader, model_layers, pad_collate, read_scp
@@ -162,11 +163,9 @@ def perturbed_readers(params, reader, train):
             raise ValueError(f"{r.feat_dir}: speed-perturbed features differ from {reader.feat_dir} in {diff} "
                              f"({[r.meta.get(k) for k in diff]} vs {[reader.meta.get(k) for k in diff]}); "
                              f"re-run stage 1")
-        norms = [tuple((m.get("cmvn") or {}).get(k) for k in ("group", "norm_vars", "relevance"))
-                 for m in (r.meta, reader.meta)]
-        if norms[0] != norms[1]:
-            raise ValueError(f"{r.feat_dir}: normalised as (group, norm_vars, relevance) {norms[0]}, "
-                             f"{reader.feat_dir} as {norms[1]}; re-run stage 1 with one --feat_norm")
+        if cmvn_kind(r.meta) != cmvn_kind(reader.meta):
+            raise ValueError(f"{r.feat_dir}: normalised as (group, norm_vars, relevance) {cmvn_kind(r.meta)}, "
+                             f"{reader.feat_dir} as {cmvn_kind(reader.meta)}; re-run stage 1 with one --feat_norm")
         if r.meta.get("speed", 1.0) == 1.0:
             raise ValueError(f"{r.feat_dir}: not a speed-perturbed dump (feats.yaml has no speed other than 1)")
         missing = [u for u in train if u not in r]
