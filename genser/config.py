@@ -42,7 +42,7 @@ DEFAULT_CONFIG = {
         "ff_mult": 2,
         "kernel": 5,  # conv only
         "dropout": 0.1,  # inside blocks and on the pooled vector
-        "input_dropout": 0.1,  # on the featurizer output
+        "input_dropout": 0.5,  # on the featurizer output (bench/results/tune_emodb_whisper_spknorm_trunk.md)
     },
     "pooling": "mean",  # mean | attentive
     "taxonomy": dict(TAXONOMY_DEFAULTS),

@@ -198,4 +198,4 @@ def test_speed_perturbation_and_speaker_cmvn_make_their_dumps_and_tag_the_exp_di
     bad = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 fast", "--stage", "3")
     assert bad.returncode == 2 and "must be numbers" in bad.stderr
     bad = run_recipe(recipe, *SMALL, "--feat_norm", "room", "--stage", "3")
-    assert bad.returncode == 2 and "--feat_norm must be none or speaker" in bad.stderr
+    assert bad.returncode == 2 and "--feat_norm must be none, speaker or auto" in bad.stderr

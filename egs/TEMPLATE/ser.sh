@@ -48,7 +48,7 @@ extract_batch_size=8  # Utterances per frontend forward pass.
 speed_perturb_factors=  # Speed perturbation of the training utterances, ESPnet style, e.g. "0.9 1.0 1.1":
                       # stage 1 also extracts dump/<feat_tag>_sp<f> per factor f != 1, and training adds
                       # a copy of every training utterance per factor (never of dev or test ones).
-feat_norm=none        # none | speaker | auto: per-speaker CMVN of the dumps (Kaldi's apply-cmvn --utt2spk; it reads
+feat_norm=auto        # none | speaker | auto: per-speaker CMVN of the dumps (Kaldi's apply-cmvn --utt2spk; it reads
                       # the test speaker's audio, never a label); stage 1 writes dump/<feat_tag>_spknorm. auto:
                       # per fold, only where speaker and label are independent in the training utterances.
 cmvn_relevance=10     # Utterances' worth of the whole dump's moments in each speaker's (genser/cmvn.py).

@@ -84,7 +84,9 @@ done
 [ -z "${feat_tag}" ] && feat_tag=$(default_feat_tag "${frontend_conf}" "${frontend}" all "${feat_pooling}" float32)
 case "${feat_norm}" in none) cell_feat_tag=${feat_tag} ;; corpus) cell_feat_tag=${feat_tag}_cnorm ;;
     *) log "Error: --feat_norm must be none or corpus, got '${feat_norm}'"; exit 2 ;; esac
-feat_opts=(--feat_pooling "${feat_pooling}")
+# Per-speaker CMVN is ser.sh's default within a corpus; across corpora the test corpus is the
+# fold, and normalisation is per corpus (--feat_norm above), so ser.sh's is off here.
+feat_opts=(--feat_pooling "${feat_pooling}" --feat_norm none)
 if [ -n "${frontend_conf}" ]; then feat_opts+=(--frontend_conf "${frontend_conf}"); else feat_opts+=(--frontend "${frontend}"); fi
 train_name=$(echo ${train_sets} | tr ' ' '+')
 # ser.sh names its exp dir exp/<task>_<feat_tag>_<config name><train_args tag>_<exp_tag> (the
