@@ -77,13 +77,15 @@ def sample_tm(denoise, x1, ts, schedule, eta=0.0, generator=None, callback=None)
     for i, (t, u) in enumerate(steps):
         x0_hat = _denoise(denoise, x, t)
         s_t, s_u = schedule.std(t), schedule.std(u)
-        eps = to_eps(x, path_mean(x0_hat, x1, schedule.mean(t)), s_t)
-        if eta > 0 and s_t == 0:
-            eps = _randn_like(x, generator)
-        x = path_mean(x0_hat, x1, schedule.mean(u))
-        if s_u > 0:
+        mean_u = path_mean(x0_hat, x1, schedule.mean(u))
+        if s_u > 0:  # (at s(u) = 0, the last step, the noise estimate is not needed)
+            if eta > 0 and s_t == 0:
+                eps = _randn_like(x, generator)
+            else:
+                eps = to_eps(x, path_mean(x0_hat, x1, schedule.mean(t)), s_t)
             noise = eps if eta == 0 else keep * eps + eta * _randn_like(x, generator)
-            x = x + s_u * noise
+            mean_u = mean_u + s_u * noise
+        x = mean_u
         if callback is not None:
             callback({"i": i, "t": t, "u": u, "x": x, "x0_hat": x0_hat})
     return x

@@ -179,3 +179,18 @@ def test_auto_choice_reads_training_folds_only(tmp_path):
     assert choices["one"]["C"] == (0.0, "raw_spknorm") and choices["one"]["A"][1] == "raw"
     assert choices["mixed"]["A"][1] == "raw_spknorm"
     assert choices["one"]["C"] == choices["mixed"]["C"]  # C's own labels changed, its choice did not
+
+
+def test_decode_refuses_features_of_another_kind():
+    """A model trained on speaker-normalised features must not be decoded on raw ones (or the
+    other way round), which would run and score silently wrong."""
+    from genser.bin.decode import check_features
+
+    raw = {"frontend": {"type": "s3prl", "name": "fbank"}, "layers": [0], "num_layers": 1, "dim": 4,
+           "pooling": "mean"}
+    norm = {**raw, "cmvn": {"group": "spk", "norm_vars": True, "relevance": 10.0, "mean": [[0.0] * 4]}}
+    check_features(norm, {**norm, "cmvn": {**norm["cmvn"], "mean": [[1.0] * 4]}}, "m.pt", "dump/x")  # moments may differ
+    check_features(None, raw, "m.pt", "dump/x")  # an old checkpoint: nothing to compare
+    for trained, found, what in ((norm, raw, "cmvn"), (raw, norm, "cmvn"), (raw, {**raw, "pooling": "meanstd"}, "pooling")):
+        with pytest.raises(SystemExit, match=f"dump/x holds other features than m.pt was trained on: .*{what}"):
+            check_features(trained, found, "m.pt", "dump/x")
