@@ -190,11 +190,16 @@ def test_speed_perturbation_and_speaker_cmvn_make_their_dumps_and_tag_the_exp_di
     fold_dir = next((exp / "seed0" / "classifier").glob("fold_*"))
     assert utts == len((fold_dir / "train.list").read_text().split()) and items == 3 * utts
     # genser-infer normalises new audio as the training dump was: a file whole, and in windows
-    wav = str(sorted((recipe / "downloads" / "synth").rglob("*.wav"))[0])
-    for extra in ([], ["--segment", "window", "--window", "0.5", "--hop", "0.5"]):
-        out = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--model", str(fold_dir / "model.pt"),
-                              *extra, wav], capture_output=True, text=True, timeout=300)
+    wavs = [str(w) for w in sorted((recipe / "downloads" / "synth").rglob("*.wav"))[:3]]
+    infer = [sys.executable, "-m", "genser.bin.infer", "--model", str(fold_dir / "model.pt")]
+    for extra in ([wavs[0]], ["--segment", "window", "--window", "0.5", "--hop", "0.5", wavs[0]],
+                  ["--cmvn_unit", "all", *wavs]):
+        out = subprocess.run(infer + extra, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and len(out.stdout.splitlines()) >= 2, out.stderr[-3000:]
+    assert len(out.stdout.splitlines()) == 4  # --cmvn_unit all: one line per file
+    out = subprocess.run(infer + ["--cmvn_unit", "all", "--segment", "window", wavs[0]], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0 and "--cmvn_unit all takes files classified whole" in out.stderr
     bad = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 fast", "--stage", "3")
     assert bad.returncode == 2 and "must be numbers" in bad.stderr
     bad = run_recipe(recipe, *SMALL, "--feat_norm", "room", "--stage", "3")

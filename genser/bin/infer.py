@@ -22,7 +22,8 @@ A recording without speech is reported ("no speech found") and gets an empty tim
 A model trained on speaker-normalised features (``--feat_norm speaker``, genser/cmvn.py) gets
 the same normalisation: the segments of a recording are taken as one speaker and normalised with
 their own moments, shrunk towards the training dump's; a file classified whole is a speaker of
-one utterance, which leans on the training dump's moments (docs/TRAINING.md).
+one utterance, which leans on the training dump's moments, unless ``--cmvn_unit all`` says that
+every input is the same speaker (docs/TRAINING.md).
 
 stdout holds only the table; an unreadable input is reported on stderr, one line each, the
 others are still classified, and the exit status is then 1.
@@ -71,6 +72,9 @@ def get_parser():
     p.add_argument("--device", default="cpu")
     p.add_argument("--min_confidence", type=float, default=0.0,
                    help=f"print '{UNKNOWN}' where the largest posterior is below this (0: never)")
+    p.add_argument("--cmvn_unit", default="file", choices=("file", "all"),
+                   help="for a model trained on per-speaker CMVN: file: each file (with its segments) is one "
+                   "speaker; all: every input of the run is one speaker (files classified whole)")
     g = p.add_argument_group("long recordings")
     g.add_argument("--segment", default="none", choices=SEGMENT_MODES,
                    help="none: classify each file whole; vad: one segment per speech region; window: fixed windows")
@@ -165,6 +169,20 @@ def classify(model, frontend, meta, wavs, *, nsteps=1, eta=0.0, generator=None, 
     (for a model trained on per-speaker CMVN, the waveforms are taken as one speaker)."""
     feats = as_stored(meta, featurize(frontend, meta, wavs), where)
     return predict(model, feats, nsteps=nsteps, eta=eta, generator=generator)
+
+
+def features_of_run(frontend, meta, reader, items, failed):
+    """{utt: stored-form features} of every input, normalised together as one speaker
+    (--cmvn_unit all); an input that cannot be read is logged and added to ``failed``."""
+    raw = {}
+    for utt, path, _ in tqdm(items, desc="features", unit="file", disable=len(items) < 2 or None, file=sys.stderr):
+        try:
+            raw[utt] = featurize(frontend, meta, [reader(utt, path)])[0]
+        except (AudioError, ValueError, RuntimeError) as exc:
+            msg = _one_line(exc)
+            log.error("%s", msg if utt in msg else f"utt {utt} ({path}): {msg}")
+            failed.append(utt)
+    return dict(zip(raw, as_stored(meta, list(raw.values()), f"the {len(raw)} inputs")))
 
 
 def decide(labels, scores, min_confidence):
@@ -300,10 +318,17 @@ def main(argv=None):
             raise SystemExit(f"error: {_one_line(exc)}") from None
     generator = torch.Generator(device=params.device).manual_seed(params.seed)
     long_mode = params.segment != "none"
+    failed, run_feats = [], {}
+    if params.cmvn_unit == "all" and meta.get("cmvn"):
+        if long_mode:
+            raise SystemExit("error: --cmvn_unit all takes files classified whole (--segment none); a "
+                             "segmented recording is one speaker already")
+        run_feats = features_of_run(frontend, meta, reader, items, failed)
     print("\t".join(["id", *(["start", "end"] if long_mode else []), "label", *model.labels]))
-    failed = []
     bar = tqdm(items, desc="recordings", unit="file", disable=len(items) < 2 or None, file=sys.stderr)
     for utt, path, name in bar:  # one at a time: any length, no padding effects
+        if utt in failed:
+            continue
         try:
             if long_mode:
                 duration, envelope, spans = segment_recording(params, reader, vad, utt, path)
@@ -312,6 +337,13 @@ def main(argv=None):
                 rows = classify_segments(params, model, frontend, meta, reader, generator, utt, path, spans)
                 if params.out_dir:
                     write_timeline(params.out_dir, name, utt, path, duration, rows, model.labels, envelope)
+            elif utt in run_feats:
+                _, scores = predict(model, [run_feats[utt]], nsteps=params.nsteps, eta=params.eta,
+                                    generator=generator)
+                scores = scores[0].numpy()
+                check_finite(utt, scores, f"the scores of {params.model} for {path}")
+                rows = [{"label": decide(model.labels, scores, params.min_confidence),
+                         "scores": dict(zip(model.labels, scores.tolist()))}]
             else:
                 wav = reader(utt, path)
                 if wav.numel() > LONG_WHOLE_S * reader.target_sr:
