@@ -171,6 +171,13 @@ def classify(model, frontend, meta, wavs, *, nsteps=1, eta=0.0, generator=None, 
     return predict(model, feats, nsteps=nsteps, eta=eta, generator=generator)
 
 
+def report_failure(utt, path, exc, failed):
+    """One line per bad input on stderr (stdout keeps only the table of the good ones)."""
+    msg = _one_line(exc)
+    log.error("%s", msg if utt in msg else f"utt {utt} ({path}): {msg}")
+    failed.append(utt)
+
+
 def features_of_run(frontend, meta, reader, items, failed):
     """{utt: stored-form features} of every input, normalised together as one speaker
     (--cmvn_unit all); an input that cannot be read is logged and added to ``failed``."""
@@ -179,9 +186,7 @@ def features_of_run(frontend, meta, reader, items, failed):
         try:
             raw[utt] = featurize(frontend, meta, [reader(utt, path)])[0]
         except (AudioError, ValueError, RuntimeError) as exc:
-            msg = _one_line(exc)
-            log.error("%s", msg if utt in msg else f"utt {utt} ({path}): {msg}")
-            failed.append(utt)
+            report_failure(utt, path, exc, failed)
     return dict(zip(raw, as_stored(meta, list(raw.values()), f"the {len(raw)} inputs")))
 
 
@@ -340,10 +345,6 @@ def main(argv=None):
             elif utt in run_feats:
                 _, scores = predict(model, [run_feats[utt]], nsteps=params.nsteps, eta=params.eta,
                                     generator=generator)
-                scores = scores[0].numpy()
-                check_finite(utt, scores, f"the scores of {params.model} for {path}")
-                rows = [{"label": decide(model.labels, scores, params.min_confidence),
-                         "scores": dict(zip(model.labels, scores.tolist()))}]
             else:
                 wav = reader(utt, path)
                 if wav.numel() > LONG_WHOLE_S * reader.target_sr:
@@ -352,15 +353,13 @@ def main(argv=None):
                                 wav.numel() / reader.target_sr)
                 _, scores = classify(model, frontend, meta, [wav], nsteps=params.nsteps, eta=params.eta,
                                      generator=generator, where=f"utt {utt} ({path})")
+            if not long_mode:
                 scores = scores[0].numpy()
                 check_finite(utt, scores, f"the scores of {params.model} for {path}")
                 rows = [{"label": decide(model.labels, scores, params.min_confidence),
                          "scores": dict(zip(model.labels, scores.tolist()))}]
         except (AudioError, ValueError, RuntimeError) as exc:
-            # One line per bad input on stderr; stdout keeps only the table of the good ones.
-            msg = _one_line(exc)
-            log.error("%s", msg if utt in msg else f"utt {utt} ({path}): {msg}")
-            failed.append(utt)
+            report_failure(utt, path, exc, failed)
             continue
         for r in rows:
             times = [f"{r['start']:.3f}", f"{r['end']:.3f}"] if long_mode else []
