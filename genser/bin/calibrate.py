@@ -1,6 +1,6 @@
 """Calibration and confidence of the decoded folds of one experiment (docs/METHOD.md §6).
 
-    python -m genser.bin.calibrate --exp_dir exp/emotion_whisper_base_mean_train/seed0
+    python -m genser.bin.calibrate --exp_dir exp/emotion_whisper_base_mean_normauto_train/seed0
 
 For each system at its main-table setting (as genser.bin.score picks it), pooled over the test
 folds: accuracy, expected calibration error (ECE, 15 bins), Brier score, NLL and the AUROC of
