@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Moments", "accumulate", "group_moments", "normalize", "normalize_dump", "normalize_unit", "cmvn_kind", "label_dependence", "AUTO_MAX_DEPENDENCE",
+__all__ = ["Moments", "accumulate", "normalize", "normalize_dump", "normalize_unit", "label_dependence", "AUTO_MAX_DEPENDENCE",
            "CMVN_GROUPS"]
 
 log = logging.getLogger(__name__)
@@ -73,29 +73,17 @@ class Moments:
         return mean, np.maximum(s2 / n - mean * mean, 0.0)
 
 
-def accumulate(reader, utt2group, utts=None):
-    """(moments per group, moments of all) over ``utts`` (default: all of utt2group) of ``reader``.
+def accumulate(reader, utt2group):
+    """(moments per group, moments of all) over the utterances of ``utt2group`` in ``reader``.
 
     Reads one utterance at a time, so a frame-level dump never has to fit in memory.
     """
     groups, everything = collections.defaultdict(Moments), Moments()
-    for utt in sorted(utt2group) if utts is None else utts:
+    for utt in sorted(utt2group):
         x = reader[utt]
         groups[utt2group[utt]].add(x)
         everything.add(x)
     return dict(groups), everything
-
-
-def group_moments(groups, everything, relevance):
-    """{group: (mean, var)} with every group shrunk towards ``everything``."""
-    return {g: m.mean_var(everything, relevance) for g, m in groups.items()}
-
-
-def cmvn_kind(meta):
-    """(group, norm_vars, relevance) of a dump's feats.yaml, all None for a dump not normalised:
-    what two dumps must share to be features of the same kind (their moments differ)."""
-    c = meta.get("cmvn") or {}
-    return tuple(c.get(k) for k in ("group", "norm_vars", "relevance"))
 
 
 def label_dependence(utt2spk, utt2label):
@@ -150,7 +138,7 @@ def normalize_dump(feat_dir, utt2group, out_dir, group="spk", norm_vars=True, re
         raise ValueError(f"utterance {missing[0]} has no features in {reader.scp_path} "
                          f"({len(missing)} such utterances); rerun the feature stage")
     groups, everything = accumulate(reader, utt2group)
-    stats = group_moments(groups, everything, relevance)
+    stats = {g: m.mean_var(everything, relevance) for g, m in groups.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(reader.meta)

@@ -77,6 +77,27 @@ def from_matrix(mat, meta):
     return mat.reshape(-1, L, D)
 
 
+# The feats.yaml entries that make two dumps features of the same kind (their utterances and
+# moments may differ): a model decodes only such a dump, and speed-perturbed copies must match.
+FEATURE_KIND = ("frontend", "layers", "num_layers", "dim", "pooling")
+
+
+def cmvn_kind(meta):
+    """(group, norm_vars, relevance) of a dump's normalisation (genser/cmvn.py), all None for a dump
+    not normalised: the moments themselves differ between dumps of the same kind."""
+    c = meta.get("cmvn") or {}
+    return tuple(c.get(k) for k in ("group", "norm_vars", "relevance"))
+
+
+def kind_differences(a, b, keys=FEATURE_KIND):
+    """The entries of feats.yaml mappings ``a`` and ``b`` that differ, as "key: a vs b" strings,
+    the normalisation compared by its kind."""
+    out = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+    if cmvn_kind(a) != cmvn_kind(b):
+        out.append(f"cmvn (group, norm_vars, relevance): {cmvn_kind(a)} vs {cmvn_kind(b)}")
+    return out
+
+
 def back_to_matrix(feats, meta):
     """The inverse of ``from_matrix``: [T, L, D] as read -> the 2-D matrix a dump stores."""
     feats = np.asarray(feats, dtype=np.float32)

@@ -191,7 +191,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
         extract_dump "${raw_dir}_sp${f}" "${f}"
     done
     if [ -n "${norm_tag}" ]; then
-        for raw in "${raw_dir}" ${sp_factors:+$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done)}; do
+        for raw in "${raw_dir}" $(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done); do
             log "Stage 1: per-speaker CMVN (relevance ${cmvn_relevance}) ${raw} -> ${raw}${norm_tag}"
             lock_dir "${raw}${norm_tag}"
             mkdir -p "${raw}${norm_tag}/log"

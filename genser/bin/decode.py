@@ -22,10 +22,9 @@ from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
 from genser.checkpoint import load_model
-from genser.cmvn import cmvn_kind
 from genser.calibration import draw_agreement, draw_spread
 from genser.datadir import ATTR_OF_TASK, load_data_dir
-from genser.features import FeatureDataset, FeatureReader, pad_collate
+from genser.features import FeatureDataset, FeatureReader, kind_differences, pad_collate
 from genser.fileio import atomic_open
 from genser.metrics import summarize
 
@@ -118,19 +117,12 @@ def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
             f.write("\t".join([utt, labels[ref], labels[pred], *(f"{s:.6f}" for s in row)]) + "\n")
 
 
-# What a dump must share with the one a model was trained on (feats.yaml keys; the normalisation
-# by its kind, since its moments differ between a dump and its speed-perturbed copies).
-MATCHING_META = ("frontend", "layers", "num_layers", "dim", "pooling")
-
-
 def check_features(trained, found, model_path, feat_dir):
     """SystemExit when the dump ``feat_dir`` holds other features than the model was trained on
     (say raw features for a model trained on speaker-normalised ones), which would decode silently wrong."""
     if not trained:  # checkpoints from before the feats entry: nothing to compare
         return
-    diff = [k for k in MATCHING_META if trained.get(k) != found.get(k)]
-    if cmvn_kind(trained) != cmvn_kind(found):
-        diff.append("cmvn (group, norm_vars, relevance): " + f"{cmvn_kind(trained)} vs {cmvn_kind(found)}")
+    diff = kind_differences(trained, found)
     if diff:
         raise SystemExit(f"error: {feat_dir} holds other features than {model_path} was trained on: "
                          f"{'; '.join(diff)}")

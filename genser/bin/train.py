@@ -25,10 +25,10 @@ from torch.nn.parallel import DistributedDataParallel
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
 from genser.checkpoint import save_model
-from genser.cmvn import cmvn_kind
 from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
-from genser.features import FeatureDataset, FeatureReader, StackedReader, model_layers, pad_collate, read_scp
+from genser.features import (FEATURE_KIND, FeatureDataset, FeatureReader, StackedReader, kind_differences,
+                             model_layers, pad_collate, read_scp)
 from genser.fileio import atomic_write, read_identity, read_list, write_list
 from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
@@ -150,22 +150,17 @@ def identity_parts(params, fold, labels, model_config, reader, perturbed=()):
     return parts
 
 
-# What a speed-perturbed dump must share with the main one: the same features of other audio.
-COMPATIBLE_META = ("frontend", "layers", "num_layers", "dim", "pooling", "dtype")
 
 
 def perturbed_readers(params, reader, train):
     """FeatureReaders of --speed_perturb_dirs, checked against the main dump and the training list."""
     readers = [FeatureReader(d) for d in params.speed_perturb_dirs.replace(",", " ").split()]
     for r in readers:
-        diff = [k for k in COMPATIBLE_META if r.meta.get(k) != reader.meta.get(k)]
+        # the same features of other audio, stored alike
+        diff = kind_differences(r.meta, reader.meta, FEATURE_KIND + ("dtype",))
         if diff:
-            raise ValueError(f"{r.feat_dir}: speed-perturbed features differ from {reader.feat_dir} in {diff} "
-                             f"({[r.meta.get(k) for k in diff]} vs {[reader.meta.get(k) for k in diff]}); "
-                             f"re-run stage 1")
-        if cmvn_kind(r.meta) != cmvn_kind(reader.meta):
-            raise ValueError(f"{r.feat_dir}: normalised as (group, norm_vars, relevance) {cmvn_kind(r.meta)}, "
-                             f"{reader.feat_dir} as {cmvn_kind(reader.meta)}; re-run stage 1 with one --feat_norm")
+            raise ValueError(f"{r.feat_dir}: speed-perturbed features differ from {reader.feat_dir}: "
+                             f"{'; '.join(diff)}; re-run stage 1")
         if r.meta.get("speed", 1.0) == 1.0:
             raise ValueError(f"{r.feat_dir}: not a speed-perturbed dump (feats.yaml has no speed other than 1)")
         missing = [u for u in train if u not in r]
