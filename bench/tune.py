@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, write_results  # noqa: E402
 
 from genser import trainer  # noqa: E402
+from genser.cmvn import choose_feat_norm, protocol_k  # noqa: E402
 from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
 from genser.features import FeatureDataset, FeatureReader, StackedReader, load_all, pad_collate  # noqa: E402
 from genser.folds import test_folds  # noqa: E402
@@ -49,6 +50,8 @@ def get_parser():
                                                  "model_conf: {...}}}")
     p.add_argument("--inner", type=int, default=3, help="speaker groups of the inner CV")
     p.add_argument("--outer", default="all", help='outer test folds: "all" or a list')
+    p.add_argument("--protocol", default="clip",
+                   help="evaluation protocol of the held-out speakers (genser/cmvn.py): clip, speaker-<K>, speaker-all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     p.add_argument("--speed_perturb_dirs", default="",
@@ -75,9 +78,10 @@ def inner_splits(data, fold, k, seed):
 
 
 def train_and_predict(job):
-    """One training on job["train"] utterances, predictions on job["test"]: (job key, refs, hyps)."""
+    """One training on job["train"] utterances, predictions on job["test"] under job["protocol"]:
+    (job key, refs, hyps)."""
     torch.set_num_threads(1)
-    feats, data = job["feats"], job["targets"]
+    feats, data, spk = job["feats"], job["targets"], job["spk"]
     params = {**trainer.TRAIN_DEFAULTS, **job["train"], "seed": job["seed"]}
     torch.manual_seed(params["seed"])
     conf = {**copy.deepcopy(job["model_conf"]), "model": job["model"]}
@@ -87,6 +91,12 @@ def train_and_predict(job):
     sources = [feats, *job["perturbed"]] if job["speed_perturb"] else [feats]
     items = [(i, u) for i in range(len(sources)) for u in job["train_utts"]]
     train_set = FeatureDataset(StackedReader(sources), items, [data[u] for _, u in items])
+    kind, _ = choose_feat_norm(params["feat_norm"], spk, {u: data[u] for u in job["train_utts"]})
+    prior = None
+    if kind == "speaker":  # as genser-train: the fit speakers' moments only
+        prior, train_set, _ = trainer.speaker_norm(
+            train_set=train_set, dev_set=None, spk_of=lambda key: (key[0], spk[key[1]]),
+            relevance=params["cmvn_relevance"], norm_k=params["norm_k"], seed=params["seed"])
     loaders = trainer.build_loaders(dataset=train_set, dev_dataset=None, params=params, world=1, rank=0,
                                     collate=pad_collate)
     optimizer = trainer.make_optimizer(model, params)
@@ -94,7 +104,8 @@ def train_and_predict(job):
     trainer.fit(model=model, step_model=trainer.LossModule(model), optimizer=optimizer, loaders=loaders,
                 params=params, state=state, device=torch.device("cpu"), rank=0, fold_dir=None,
                 where=str(job["key"]), save_model_fn=None)
-    test = FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]])
+    test = trainer.protocol_dataset(FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]]),
+                                    prior, spk.__getitem__, job["protocol"], params["seed"])
     batch = pad_collate([test[i] for i in range(len(test))])
     out = model.predict(batch[0], batch[1], nsteps=1, generator=torch.Generator().manual_seed(0))
     return job["key"], batch[2].tolist(), out["pred"].tolist()
@@ -118,7 +129,9 @@ def main(argv=None):
         kinds = ["genser", "classifier"] if c.get("model", "both") == "both" else [c["model"]]
         candidates += [(m, name, c.get("train", {}), c.get("model_conf", {})) for m in kinds]
     sp = {name: bool(c.get("speed_perturb")) for name, c in grid.items()}
-    common = {"feats": feats, "targets": targets, "labels": labels, "seed": args.seed, "perturbed": perturbed}
+    protocol_k(args.protocol)  # a clear error before any training
+    common = {"feats": feats, "targets": targets, "labels": labels, "seed": args.seed, "perturbed": perturbed,
+              "spk": dict(data.spk), "protocol": args.protocol}
     jobs = []
     for fold in outer:
         for g, (fit_utts, val_utts) in enumerate(inner_splits(data, fold, args.inner, args.seed)):
@@ -167,7 +180,8 @@ def run_jobs(jobs, n):
 def render(args, outer, candidates, inner, chosen, results, labels, elapsed):
     models = sorted({c[0] for c in candidates})
     lines = [machine_description(), f"Inner groups: {args.inner}; seed {args.seed}; {len(outer)} outer folds; "
-             f"{elapsed / 60:.1f} min.", "", "## Mean inner UA per candidate (training speakers only)", "",
+             f"{elapsed / 60:.1f} min. Held-out and test speakers are scored under the **{args.protocol}** "
+             f"protocol (genser/cmvn.py).", "", "## Mean inner UA per candidate (training speakers only)", "",
              "| model | candidate | mean inner UA | std over outer folds | times chosen |", "|---|---|---|---|---|"]
     for model, name, _, _ in candidates:
         vals = [inner[f, model, name] for f in outer]

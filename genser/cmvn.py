@@ -19,12 +19,14 @@ genser-infer can normalise new audio the same way, with the moments of the audio
 import collections
 import logging
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["Moments", "accumulate", "normalize", "normalize_dump", "normalize_unit", "label_dependence", "AUTO_MAX_DEPENDENCE",
-           "CMVN_GROUPS"]
+           "CMVN_GROUPS", "PROTOCOLS", "FEAT_NORMS", "protocol_k", "parse_protocols", "parse_norm_k", "utterance_moments",
+           "pool", "draw_unit", "SpeakerNorm", "choose_feat_norm", "fit_prior"]
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +181,154 @@ def normalize_unit(feats_list, cmvn):
     alone = relevance == 0 and own.n < 2
     mean, var = prior.mean_var() if alone else own.mean_var(prior, relevance)
     return [normalize(f, mean, var, cmvn["norm_vars"]) for f in feats_list], alone
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation inside the model: per-speaker CMVN of training utterances, and the evaluation
+# protocols that say which statistics of a test speaker a decision may use (docs/TRAINING.md,
+# "Evaluation protocols").
+#
+# A model trained with --feat_norm speaker keeps the moments of its *training* utterances (the
+# prior) and the relevance; a test clip is then normalised with the moments of a "unit" of clips
+# of its speaker, shrunk towards that prior:
+#   clip        the clip alone (inductive: no other statistics of the test speaker; what
+#               genser-infer does on one file, and what published speaker-independent results use)
+#   speaker-K   the clip and K-1 other unlabelled clips of its speaker, drawn at random
+#   speaker-all every unlabelled clip of its speaker (transductive)
+# A model without normalisation gives the same decisions under every protocol.
+
+PROTOCOLS = ("clip", "speaker-all")  # the two ends; speaker-<K> for any K >= 2 lies between
+FEAT_NORMS = ("none", "speaker", "auto")
+
+
+def protocol_k(protocol):
+    """Clips per unit of a protocol name: 1 for clip, K for speaker-K, None for speaker-all."""
+    if protocol == "clip":
+        return 1
+    if protocol == "speaker-all":
+        return None
+    head, _, k = str(protocol).partition("-")
+    if head == "speaker" and k.isdigit() and int(k) >= 2:
+        return int(k)
+    raise ValueError(f"unknown evaluation protocol {protocol!r}: expected clip, speaker-<K> (K >= 2) or speaker-all")
+
+
+def parse_protocols(text):
+    """'clip speaker-3 speaker-all' -> the list, each checked; clip is required first (the headline)."""
+    names = str(text).replace(",", " ").split()
+    for name in names:
+        protocol_k(name)
+    if not names or names[0] != "clip":
+        raise ValueError(f"protocols must start with clip (the headline protocol), got {text!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"protocols repeated in {text!r}")
+    return names
+
+
+def parse_norm_k(text):
+    """Training units: '1 3 all' -> [1, 3, None]; each training example is normalised, per epoch,
+    with the moments of a unit of this many clips of its speaker (drawn uniformly from the list)."""
+    out = []
+    for item in str(text).replace(",", " ").split():
+        if item == "all":
+            out.append(None)
+        elif item.isdigit() and int(item) >= 1:
+            out.append(int(item))
+        else:
+            raise ValueError(f"norm_k: expected positive integers or 'all', got {item!r} in {text!r}")
+    if not out:
+        raise ValueError("norm_k is empty")
+    return out
+
+
+def utterance_moments(reader, keys):
+    """{key: Moments of that utterance alone}; ``reader[key]`` is [T, L, D]. One pass, one
+    utterance in memory at a time (frame dumps too)."""
+    out = {}
+    for key in keys:
+        m = Moments()
+        m.add(reader[key])
+        out[key] = m
+    return out
+
+
+def pool(moments):
+    """The Moments of several utterances together (each weighing one)."""
+    total = Moments()
+    for m in moments:
+        total.n += m.n
+        total.s1 = total.s1 + m.s1
+        total.s2 = total.s2 + m.s2
+    return total
+
+
+def draw_unit(key, siblings, k, rng):
+    """The unit of ``key`` among ``siblings`` (its speaker's keys, ``key`` included): ``key`` and
+    k-1 others drawn without replacement (all of them when k is None or the speaker has fewer)."""
+    others = [s for s in siblings if s != key]
+    if k is None or k - 1 >= len(others):
+        return [key, *others]
+    picks = rng.choice(len(others), size=k - 1, replace=False) if k > 1 else []
+    return [key, *(others[i] for i in sorted(picks))]
+
+
+def key_rng(seed, key, epoch=0):
+    """A generator for one utterance key at one epoch of a run, the same in every process
+    (crc32, not hash(), which Python salts per process)."""
+    return np.random.default_rng([int(seed), int(epoch), zlib.crc32(repr(key).encode())])
+
+
+class SpeakerNorm:
+    """Per-speaker CMVN of a set of utterances at one protocol or a mix of them.
+
+    ``moments``: {key: Moments} of every utterance; ``key2spk``: {key: speaker}; ``prior``: the
+    model's dict (norm_vars, relevance, mean, var). ``stats(key, k, seed, epoch)`` are the (mean,
+    var) that normalise ``key`` within a unit of k clips of its speaker (None: all).
+    """
+
+    def __init__(self, moments, key2spk, prior):
+        self.moments, self.key2spk, self.prior = moments, key2spk, prior
+        self.prior_moments = Moments.of(prior["mean"], prior["var"])
+        self.relevance = float(prior["relevance"])
+        by_spk = collections.defaultdict(list)
+        for key in moments:
+            by_spk[key2spk[key]].append(key)
+        self.siblings = {key: by_spk[key2spk[key]] for key in moments}
+        self._all = {}  # speaker-all stats, one per speaker
+
+    def stats(self, key, k, seed=0, epoch=0):
+        spk = self.key2spk[key]
+        if k is None and spk in self._all:
+            return self._all[spk]
+        unit = draw_unit(key, self.siblings[key], k, key_rng(seed, key, epoch))
+        own = pool(self.moments[u] for u in unit)
+        if self.relevance == 0 and own.n < 2:  # a lone clip's own moments would erase it
+            out = self.prior_moments.mean_var()
+        else:
+            out = own.mean_var(self.prior_moments, self.relevance)
+        if k is None:
+            self._all[spk] = out
+        return out
+
+    def apply(self, key, feats, k, seed=0, epoch=0):
+        mean, var = self.stats(key, k, seed, epoch)
+        return normalize(feats, mean, var, self.prior["norm_vars"])
+
+
+def choose_feat_norm(feat_norm, utt2spk, utt2label, max_dependence=AUTO_MAX_DEPENDENCE):
+    """(kind, dependence): 'speaker' or 'none' for ``feat_norm`` none | speaker | auto, where auto
+    normalises per speaker only when speaker and label are independent enough in the given
+    (training) utterances (``label_dependence`` at most ``max_dependence``)."""
+    if feat_norm not in FEAT_NORMS:
+        raise ValueError(f"feat_norm must be one of {FEAT_NORMS}, got {feat_norm!r}")
+    dep = label_dependence(utt2spk, utt2label)
+    if feat_norm == "auto":
+        return ("speaker" if dep <= max_dependence else "none"), dep
+    return feat_norm, dep
+
+
+def fit_prior(moments, relevance, norm_vars=True):
+    """The model's normalisation entry from the Moments of its training utterances."""
+    mean, var = pool(moments).mean_var()
+    return {"kind": "speaker", "norm_vars": bool(norm_vars), "relevance": float(relevance),
+            "mean": mean.astype(np.float32).tolist(), "var": var.astype(np.float32).tolist()}

@@ -87,11 +87,13 @@ def _subset_order(utt):
     return hashlib.md5(utt.encode("utf-8")).hexdigest()
 
 
-def pool_corpora(sources, out_dir, max_per_class=0):
+def pool_corpora(sources, out_dir, max_per_class=0, keep_labels=None):
     """Writes the pooled data dir of ``sources`` ({corpus: data dir}); returns its records.
 
     ``max_per_class`` > 0 keeps that many utterances per (corpus, label), chosen in a fixed
-    hash order (small runs and tests); 0 keeps everything.
+    hash order (small runs and tests); 0 keeps everything. ``keep_labels`` ({corpus: set of
+    labels}) keeps only those labels' utterances: the classes a shared-label cell maps, so that
+    no feature is extracted for a clip that every cell drops.
     """
     records, labels = [], []
     for corpus, data_dir in sources.items():
@@ -110,6 +112,11 @@ def pool_corpora(sources, out_dir, max_per_class=0):
         # Relative audio paths in a corpus recipe are relative to that recipe's directory.
         recipe_dir = data_dir.resolve().parent.parent
         utts = data.utts
+        if keep_labels is not None:
+            dropped = sorted({data.emo.get(u) for u in utts} - set(keep_labels.get(corpus, ())), key=str)
+            utts = [u for u in utts if data.emo.get(u) in keep_labels.get(corpus, ())]
+            if dropped:
+                logger.info("%s: not pooled, no shared class: %s", corpus, " ".join(map(str, dropped)))
         if max_per_class > 0:
             per_label = collections.defaultdict(list)
             for utt in sorted(utts, key=_subset_order):

@@ -241,6 +241,37 @@ class FeatureDataset(torch.utils.data.Dataset):
         return torch.as_tensor(np.asarray(self.reader[self.utts[i]], dtype=np.float32)), self.targets[i]
 
 
+class NormalizedDataset(torch.utils.data.Dataset):
+    """A FeatureDataset whose items are normalised per speaker (genser.cmvn.SpeakerNorm).
+
+    Each item is normalised with the moments of a unit of clips of its speaker; the unit size is
+    drawn per item and epoch from ``ks`` (1: the clip alone, None: all the speaker's clips), from
+    a generator keyed by (seed, epoch, item), so that a resumed run draws what an uninterrupted
+    one does. ``set_epoch`` is called by genser.trainer.fit.
+    """
+
+    def __init__(self, base, norm, ks, seed=0):
+        from genser.cmvn import key_rng
+
+        self._rng = key_rng
+        self.base, self.norm, self.ks, self.seed, self.epoch = base, norm, list(ks), int(seed), 0
+        self.utts, self.targets = base.utts, base.targets
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        key = self.base.utts[i]
+        k = self.ks[0]
+        if len(self.ks) > 1:
+            k = self.ks[int(self._rng(self.seed, ("k", key), self.epoch).integers(len(self.ks)))]
+        x = self.norm.apply(key, self.base.reader[key], k, self.seed, self.epoch)
+        return torch.as_tensor(x), self.base.targets[i]
+
+
 def pad_collate(batch):
     """[(feats [T, L, D], target)] -> feats [B, T_max, L, D] float32 (zero padded), lengths [B], targets [B]."""
     if not batch:

@@ -142,6 +142,61 @@ def _cpu_name():
     return platform.processor() or platform.machine() or "unknown"
 
 
+def protocol_description(protocol):
+    """What statistics of the test speaker a protocol uses, in a paper's words (genser/cmvn.py)."""
+    if protocol == "clip":
+        return ("clip (inductive): no statistics of the test speaker; each test clip is normalised alone "
+                "against the training moments, as genser-infer does on one file")
+    if protocol == "speaker-all":
+        return ("speaker-all (transductive): each test clip is normalised with the moments of all unlabelled "
+                "clips of its speaker")
+    k = protocol.split("-", 1)[1]
+    return (f"{protocol}: each test clip is normalised with the moments of {k} unlabelled clips of its speaker "
+            f"(the clip and {int(k) - 1} others drawn at random)")
+
+
+def fold_norms(exp_dir, systems, folds):
+    """{fold: 'speaker' | 'none' | '?'} from each fold's feat_norm file (genser-train), over systems."""
+    out = {}
+    for fold in folds:
+        kinds = set()
+        for system in systems:
+            path = Path(exp_dir) / system / f"fold_{fold}" / "feat_norm"
+            kinds.add(path.read_text().split()[0] if path.is_file() else "?")
+        out[fold] = "/".join(sorted(kinds))
+    return out
+
+
+def protocol_table(per_protocol):
+    """Systems (primary settings) x protocols: UA mean ± std over folds, and pooled UA."""
+    protocols = list(per_protocol)
+    exp0, _, prim0 = per_protocol[protocols[0]]
+    header = ["System", "Setting", *(f"{p} UA" for p in protocols), *(f"{p} pooled UA" for p in protocols)]
+    rows = []
+    for system in exp0.systems:
+        cells = [mean_std(per_protocol[p][1][(system, prim0[system])], "ua") for p in protocols]
+        pooled = [pct(per_protocol[p][1][(system, prim0[system])]["pooled"]["ua"]) for p in protocols]
+        rows.append([system, prim0[system], *cells, *pooled])
+    return md_table(header, rows, left=2)
+
+
+def protocol_section(per_protocol, exp_dir):
+    """The RESULTS.md section that sets the protocols side by side, with each fold's normalisation."""
+    exp0 = next(iter(per_protocol.values()))[0]
+    norms = fold_norms(exp_dir, exp0.systems, exp0.folds)
+    lines = ["## Evaluation protocols", "",
+             "The same models decoded under each protocol: which statistics of the test speaker the "
+             "normalisation of a test clip used (no label is ever used). The clip figure is the headline: "
+             "what a user gets on one file, and the one comparable with published speaker-independent "
+             "results.", ""]
+    lines += [f"- {protocol_description(p)}" for p in per_protocol]
+    lines += ["", "Per-fold normalisation inside the model (genser-train --feat_norm): "
+              + ", ".join(f"{f}: {k}" for f, k in norms.items())
+              + ". A fold without normalisation decides alike under every protocol.", "",
+              protocol_table(per_protocol), ""]
+    return lines
+
+
 def render_results(exp, scores, primaries, *, title, command, pngs):
     """The whole RESULTS.md text."""
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -150,7 +205,8 @@ def render_results(exp, scores, primaries, *, title, command, pngs):
            f"- command: `{command}`",
            f"- environment: {environment()}",
            f"- experiment: `{exp.exp_dir}`; labels ({len(exp.labels)}): {', '.join(exp.labels)}; "
-           f"folds ({len(exp.folds)}): {', '.join(exp.folds)}", "",
+           f"folds ({len(exp.folds)}): {', '.join(exp.folds)}",
+           f"- protocol of the tables below: {protocol_description(exp.protocol)}", "",
            "Metrics in %. UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy "
            "(plain accuracy), macro-F1 over the classes seen in ref or hyp, weighted-F1 weighted by "
            "reference support. `mean ± std` = mean and sample standard deviation over folds; "

@@ -108,6 +108,7 @@ class Experiment:
     labels: list
     decodes: dict
     warnings: list
+    protocol: str = "clip"
 
     @property
     def systems(self):
@@ -141,27 +142,36 @@ def setting_key(setting):
     return (0, *parsed, "") if parsed else (1, 0, 0.0, setting)
 
 
-def find_hyps(exp_dir):
-    """{(system, setting, fold): path} for every <system>/fold_<f>/decode_<setting>/hyp.tsv."""
+def hyp_name(protocol="clip", subset="test"):
+    """The decoding output of a protocol (genser/cmvn.py): hyp.tsv for clip, the headline,
+    hyp.<protocol>.tsv for the others; hyp_dev.tsv for the dev subset (decoded clip by clip)."""
+    if subset == "dev":
+        return "hyp_dev.tsv"
+    return "hyp.tsv" if protocol == "clip" else f"hyp.{protocol}.tsv"
+
+
+def find_hyps(exp_dir, protocol="clip"):
+    """{(system, setting, fold): path} for every <system>/fold_<f>/decode_<setting>/hyp[.<protocol>].tsv."""
+    name = hyp_name(protocol)
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise ScoreError(f"experiment directory {exp_dir} does not exist; stage 3 (training) and "
                          f"stage 4 (decoding) create it")
     found = {}
-    for path in sorted(exp_dir.glob("*/fold_*/decode_*/hyp.tsv")):
+    for path in sorted(exp_dir.glob(f"*/fold_*/decode_*/{name}")):
         system, fold_dir, decode_dir = path.parts[-4:-1]
         found[(system, decode_dir[len("decode_"):], fold_dir[len("fold_"):])] = path
     if not found:
-        raise ScoreError(f"no {exp_dir}/<system>/fold_<f>/decode_<setting>/hyp.tsv found; "
-                         f"they are produced by stage 4 (decoding)")
+        raise ScoreError(f"no {exp_dir}/<system>/fold_<f>/decode_<setting>/{name} found; "
+                         f"they are produced by stage 4 (decoding{'' if protocol == 'clip' else ' with --protocols ' + protocol})")
     return found
 
 
-def load_experiment(exp_dir):
-    """Reads every hyp.tsv and checks they agree: same label set, same ref per utterance,
-    no utterance in two folds.  Missing folds and differing test sets become warnings."""
-    found = find_hyps(exp_dir)
-    _check_listed_folds(exp_dir, found)
+def load_experiment(exp_dir, protocol="clip"):
+    """Reads every hyp.tsv of ``protocol`` and checks they agree: same label set, same ref per
+    utterance, no utterance in two folds.  Missing folds and differing test sets become warnings."""
+    found = find_hyps(exp_dir, protocol)
+    _check_listed_folds(exp_dir, found, hyp_name(protocol))
     _check_decode_identity(found)
     decodes = {key: read_hyp(path) for key, path in found.items()}
     first = next(iter(decodes.values()))
@@ -170,7 +180,8 @@ def load_experiment(exp_dir):
             raise ScoreError(f"label set of {hyp.path} ({', '.join(hyp.labels)}) differs from that of "
                              f"{first.path} ({', '.join(first.labels)})")
     _check_refs(decodes)
-    exp = Experiment(exp_dir=Path(exp_dir), labels=list(first.labels), decodes=decodes, warnings=[])
+    exp = Experiment(exp_dir=Path(exp_dir), labels=list(first.labels), decodes=decodes, warnings=[],
+                     protocol=protocol)
     exp.warnings.extend(_missing_fold_warnings(exp))
     exp.warnings.extend(_test_set_warnings(exp))
     for warning in exp.warnings:
@@ -178,7 +189,7 @@ def load_experiment(exp_dir):
     return exp
 
 
-def _check_listed_folds(exp_dir, found):
+def _check_listed_folds(exp_dir, found, name):
     """Every fold of <exp_dir>/folds.txt (stage 2; for a seed<S> dir of the recipe, its parent's)
     must have a hyp.tsv for each system and setting decoded: a fold that failed or was never
     decoded would otherwise vanish from the mean."""
@@ -191,7 +202,7 @@ def _check_listed_folds(exp_dir, found):
     for system, setting in sorted({(s, st) for s, st, _ in found}):
         for fold in listed:
             if (system, setting, fold) not in found:
-                missing = Path(exp_dir) / system / f"fold_{fold}" / f"decode_{setting}" / "hyp.tsv"
+                missing = Path(exp_dir) / system / f"fold_{fold}" / f"decode_{setting}" / name
                 raise ScoreError(f"fold {fold} is listed in {folds_txt} but {missing} is missing; decode it "
                                  f"(stage 4) or remove the fold from the list")
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from genser import cmvn
+from genser.features import NormalizedDataset
 from genser.fileio import atomic_open
 from genser.metrics import summarize
 
@@ -43,6 +45,14 @@ TRAIN_DEFAULTS = {
     "eval_nsteps": 1,
     "max_frames": 1500,
     "class_balance": "none",
+    # Per-speaker CMVN inside the model (genser/cmvn.py; docs/TRAINING.md "Evaluation protocols"):
+    # none | speaker | auto (speaker where speaker and label are independent in the training
+    # utterances), the relevance of the training moments in a speaker's, and the unit sizes that
+    # training draws from (1: the clip alone, as a test clip under the clip protocol; all: all of
+    # the speaker's clips).
+    "feat_norm": "auto",
+    "cmvn_relevance": 10.0,
+    "norm_k": "all",
 }
 CLASS_BALANCE = ("none", "sampler")
 
@@ -279,6 +289,36 @@ def describe_difference(old, new):
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4])
 
 
+def speaker_norm(*, train_set, dev_set, spk_of, relevance, norm_k, seed):
+    """Per-speaker CMVN of a fold's datasets: (the model's ``norm`` entry, train set, dev set).
+
+    The prior moments are those of the training items only, so a test speaker's statistics never
+    enter the model. ``spk_of(key)`` is an item's speaker (a speed-perturbed copy is its own
+    speaker: its moments differ). Dev items are normalised clip by clip, as the headline protocol
+    decodes test ones.
+    """
+    moments = cmvn.utterance_moments(train_set.reader, train_set.utts)
+    prior = cmvn.fit_prior(moments.values(), relevance)
+    norm = cmvn.SpeakerNorm(moments, {k: spk_of(k) for k in moments}, prior)
+    train = NormalizedDataset(train_set, norm, cmvn.parse_norm_k(norm_k), seed)
+    dev = None
+    if dev_set is not None:
+        dev_norm = cmvn.SpeakerNorm(cmvn.utterance_moments(dev_set.reader, dev_set.utts),
+                                    {k: spk_of(k) for k in dev_set.utts}, prior)
+        dev = NormalizedDataset(dev_set, dev_norm, [1], seed)
+    return prior, train, dev
+
+
+def protocol_dataset(base, norm_entry, spk_of, protocol, seed):
+    """The test items of ``base`` as a protocol decodes them (genser/cmvn.py): unchanged for a
+    model without normalisation, else each clip within its unit of the protocol."""
+    if not norm_entry or norm_entry.get("kind", "speaker") != "speaker":
+        return base
+    norm = cmvn.SpeakerNorm(cmvn.utterance_moments(base.reader, base.utts), {k: spk_of(k) for k in base.utts},
+                            norm_entry)
+    return NormalizedDataset(base, norm, [cmvn.protocol_k(protocol)], seed)
+
+
 def build_loaders(*, dataset, dev_dataset, params, world, rank, collate):
     """Training loader over an EpochSampler (optionally class-balanced), and a dev loader or None.
     Crops come from a random.Random that ``fit`` reseeds every epoch."""
@@ -313,6 +353,8 @@ def fit(*, model, step_model, optimizer, loaders, params, state, device, rank, f
         epoch, start = state["epoch"], time.time()
         seed_everything(derive_seed(params["seed"], "epoch", epoch, rank))
         sampler.set_epoch(epoch)
+        if hasattr(train_loader.dataset, "set_epoch"):  # per-epoch draws of speaker units
+            train_loader.dataset.set_epoch(epoch)
         loaders["crop_rng"].seed(derive_seed(params["seed"], "crop", epoch, rank))
         train_loss = train_one_epoch(model=model, step_model=step_model, loader=train_loader, optimizer=optimizer,
                                      params=params, state=state, device=device, rank=rank, where=where)

@@ -105,7 +105,8 @@ def test_tuning_with_speed_perturbation_adds_copies_of_fit_utterances_only(monke
     monkeypatch.setattr(tune, "FeatureDataset", spy)
     job = {"feats": feats, "perturbed": [slow], "speed_perturb": True, "targets": {u: i % 2 for i, u in enumerate(utts)},
            "labels": ["a", "b"], "seed": 0, "key": ("inner",), "model": "classifier", "train": {"epochs": 1},
-           "model_conf": {"encoder": {"hidden": 8}}, "train_utts": utts[:6], "test_utts": utts[6:]}
+           "model_conf": {"encoder": {"hidden": 8}}, "train_utts": utts[:6], "test_utts": utts[6:],
+           "spk": {u: u for u in utts}, "protocol": "clip"}
     tune.train_and_predict(job)
     assert seen[0] == [(0, u) for u in utts[:6]] + [(1, u) for u in utts[:6]]
     assert seen[1] == utts[6:]

@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genser.bin import choose_norm
 from genser.bin import cmvn as cmvn_cli
-from genser.cmvn import Moments, label_dependence, normalize_dump, normalize_unit
+from genser.cmvn import (Moments, SpeakerNorm, choose_feat_norm, draw_unit, fit_prior, key_rng, label_dependence,
+                         normalize, normalize_dump, normalize_unit, parse_norm_k, parse_protocols, protocol_k,
+                         utterance_moments)
 from genser.features import FeatureReader, read_meta, write_feats_dir
 
 SPEAKERS = {"a": 2, "b": 5, "c": 1}  # utterances per speaker, uneven on purpose
@@ -143,42 +144,95 @@ def test_label_dependence_exact():
         label_dependence(spk, {})
 
 
-def write_data(path, rows):
-    """A data dir of (utt, spk, emo, fold) rows (the wav paths are never read here)."""
-    path.mkdir(parents=True)
-    for name, col in (("utt2spk", 1), ("utt2emo", 2), ("utt2fold", 3)):
-        (path / name).write_text("".join(f"{r[0]} {r[col]}\n" for r in rows))
-    (path / "wav.scp").write_text("".join(f"{r[0]} /nonexistent/{r[0]}.wav\n" for r in rows))
-
-
-def test_auto_choice_reads_training_folds_only(tmp_path):
+def test_auto_choice_reads_training_folds_only():
     """Speakers A and B speak every emotion, C only anger: fold C's training utterances (A, B)
     say normalise, fold A's (B, C) say not; the test fold's labels never enter its own choice."""
-    def rows(c_labels):
-        out = [(f"{s}{i}", s, "ang neu hap sad".split()[i % 4], s) for s in "AB" for i in range(8)]
-        return out + [(f"C{i}", "C", y, "C") for i, y in enumerate(c_labels)]
+    def labels(c_labels):
+        out = {f"{s}{i}": "ang neu hap sad".split()[i % 4] for s in "AB" for i in range(8)}
+        return {**out, **{f"C{i}": y for i, y in enumerate(c_labels)}}
 
-    for name in ("raw", "raw_spknorm", "raw_sp0.9", "raw_sp0.9_spknorm"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "feats.scp").write_text("")
+    spk = {u: u[0] for u in labels(["ang"] * 8)}
     choices = {}
     for case, c_labels in (("one", ["ang"] * 8), ("mixed", "ang neu hap sad".split() * 2)):
-        data, out = tmp_path / f"data_{case}", tmp_path / f"exp_{case}"
-        write_data(data, rows(c_labels))
-        out.mkdir()
-        (out / "folds.txt").write_text("A\nB\nC\n")
-        assert choose_norm.main(["--data_dir", str(data), "--fold_list", str(out / "folds.txt"),
-                                 "--raw_dir", str(tmp_path / "raw"), "--norm_dir", str(tmp_path / "raw_spknorm"),
-                                 "--speed_perturb_factors", "0.9", "--out_dir", str(out)]) == 0
-        table = [line.split() for line in (out / "feat_norm.txt").read_text().splitlines()[1:]]
-        choices[case] = {r[1]: (float(r[4]), Path(r[5]).name) for r in table}
-        for i, r in enumerate(table, start=1):
-            assert (out / f"feats.{i}").resolve() == (tmp_path / Path(r[5]).name).resolve()
-            sp = "raw_sp0.9_spknorm" if r[5].endswith("_spknorm") else "raw_sp0.9"
-            assert (out / f"feats.{i}_sp0.9").resolve() == (tmp_path / sp).resolve()
-    assert choices["one"]["C"] == (0.0, "raw_spknorm") and choices["one"]["A"][1] == "raw"
-    assert choices["mixed"]["A"][1] == "raw_spknorm"
+        lab = labels(c_labels)
+        choices[case] = {fold: choose_feat_norm("auto", spk, {u: y for u, y in lab.items() if spk[u] != fold})
+                         for fold in "ABC"}
+    assert choices["one"]["C"] == ("speaker", 0.0) and choices["one"]["A"][0] == "none"
+    assert choices["mixed"]["A"][0] == "speaker"
     assert choices["one"]["C"] == choices["mixed"]["C"]  # C's own labels changed, its choice did not
+    assert choose_feat_norm("none", spk, labels(["ang"] * 8))[0] == "none"
+    assert choose_feat_norm("speaker", spk, labels(["ang"] * 8))[0] == "speaker"
+    with pytest.raises(ValueError, match="feat_norm must be one of"):
+        choose_feat_norm("room", spk, labels(["ang"] * 8))
+
+
+def test_protocol_names():
+    assert [protocol_k(p) for p in ("clip", "speaker-2", "speaker-10", "speaker-all")] == [1, 2, 10, None]
+    for bad in ("speaker-1", "speaker-0", "speaker", "utt", "speaker-x"):
+        with pytest.raises(ValueError, match="unknown evaluation protocol"):
+            protocol_k(bad)
+    assert parse_protocols("clip speaker-3,speaker-all") == ["clip", "speaker-3", "speaker-all"]
+    for bad in ("speaker-all clip", "", "clip clip"):
+        with pytest.raises(ValueError):
+            parse_protocols(bad)
+    assert parse_norm_k("1 3 all") == [1, 3, None]
+    for bad in ("0", "", "two"):
+        with pytest.raises(ValueError):
+            parse_norm_k(bad)
+
+
+def test_speaker_norm_units_against_the_definition(tmp_path):
+    """SpeakerNorm under each protocol equals normalize() with moments computed by hand: the
+    clip's own (shrunk to the training prior), K clips of its speaker, all of them."""
+    reader, utt2spk = make_dump(tmp_path / "d", "none")
+    utts = reader.utts
+    moments = utterance_moments(reader, utts)
+    train = [u for u in utts if utt2spk[u] != "c"]
+    prior = fit_prior([moments[u] for u in train], relevance=3.0)
+    # the prior is the training utterances' utterance-weighted moments, test speaker c excluded
+    means = np.stack([reader[u].astype(np.float64).mean(0) for u in train])
+    sq = np.stack([(reader[u].astype(np.float64) ** 2).mean(0) for u in train])
+    np.testing.assert_allclose(prior["mean"], means.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(prior["var"], sq.mean(0) - means.mean(0) ** 2, rtol=1e-5, atol=1e-6)
+    norm = SpeakerNorm(moments, utt2spk, prior)
+    pm, pv = np.asarray(prior["mean"], np.float64), np.asarray(prior["var"], np.float64)
+
+    def expect(unit, u):
+        s1 = sum(reader[v].astype(np.float64).mean(0) for v in unit) + 3.0 * pm
+        s2 = sum((reader[v].astype(np.float64) ** 2).mean(0) for v in unit) + 3.0 * (pv + pm * pm)
+        mean = s1 / (len(unit) + 3.0)
+        return normalize(reader[u], mean, s2 / (len(unit) + 3.0) - mean * mean)
+
+    b = [u for u in utts if utt2spk[u] == "b"]
+    np.testing.assert_allclose(norm.apply(b[0], reader[b[0]], 1), expect([b[0]], b[0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.apply(b[0], reader[b[0]], None), expect(b, b[0]), rtol=1e-5, atol=1e-5)
+    unit = draw_unit(b[0], b, 3, key_rng(0, b[0]))
+    assert len(unit) == 3 and unit[0] == b[0] and len(set(unit)) == 3 and set(unit) <= set(b)
+    np.testing.assert_allclose(norm.apply(b[0], reader[b[0]], 3), expect(unit, b[0]), rtol=1e-5, atol=1e-5)
+    # a unit larger than the speaker is the speaker; the draw is the same in every process
+    assert sorted(draw_unit(b[0], b, 50, key_rng(0, b[0]))) == sorted(b)
+    assert draw_unit(b[0], b, 3, key_rng(0, b[0])) == unit
+    assert draw_unit(b[0], b, 3, key_rng(0, b[0], epoch=1)) != unit or draw_unit(b[0], b, 3, key_rng(1, b[0])) != unit
+
+
+def test_clip_protocol_uses_no_other_clip_of_the_speaker(tmp_path):
+    """Under the clip protocol a test clip's features depend on the clip alone: changing every
+    other clip of its speaker leaves them unchanged (they do change under speaker-all)."""
+    from genser.features import FeatureDataset
+    from genser.trainer import protocol_dataset
+
+    reader, utt2spk = make_dump(tmp_path / "d", "mean")
+    feats = {u: reader[u] for u in reader.utts}
+    prior = fit_prior(utterance_moments(reader, reader.utts).values(), relevance=10.0)
+    b = [u for u in reader.utts if utt2spk[u] == "b"]
+    changed = {**feats, **{u: feats[u] * 5 + 2 for u in b[1:]}}
+    out = {}
+    for name, fs in (("same", feats), ("changed", changed)):
+        base = FeatureDataset(fs, b, [0] * len(b))
+        out[name] = {p: protocol_dataset(base, prior, utt2spk.__getitem__, p, 0)[0][0].numpy()
+                     for p in ("clip", "speaker-all")}
+    np.testing.assert_array_equal(out["same"]["clip"], out["changed"]["clip"])
+    assert not np.allclose(out["same"]["speaker-all"], out["changed"]["speaker-all"])
 
 
 def test_decode_refuses_features_of_another_kind():

@@ -77,16 +77,16 @@ def test_exported_onnx_heads_agree_with_torch_on_emodb_features(emodb_recipe, tm
     classifier; the exported model.pt classifies wav files as the recipe decoded them."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from genser.bin import export, infer
-    from genser.features import FeatureReader, pad_collate
+    from genser.datadir import load_data_dir
+    from genser.features import FeatureDataset, FeatureReader, pad_collate
+    from genser.trainer import protocol_dataset
     from genser.fileio import read_kv
     from genser.checkpoint import load_model
     from genser.onnx_head import OnnxHead
 
     exp = exp_of(emodb_recipe, "emotion_*_epochs6")
-    # the features fold 03 trained and decoded on: --feat_norm auto's link (EmoDB: normalised per speaker)
-    index = (exp / "folds.txt").read_text().split().index("03") + 1
-    assert (exp / f"feats.{index}").resolve().name == "fbank_no_cmvn_meanstd_spknorm"
-    reader = FeatureReader(exp / f"feats.{index}")
+    reader = FeatureReader(emodb_recipe / "dump" / "fbank_no_cmvn_meanstd")
+    spk = load_data_dir(emodb_recipe / "data" / "all").spk
     wavs = read_kv(emodb_recipe / "data" / "all" / "wav.scp")
     for kind, graphs in (("genser", {1: "head_nsteps1.onnx", 3: "head_nsteps3.onnx"}),
                          ("classifier", {1: "head.onnx"})):
@@ -95,22 +95,27 @@ def test_exported_onnx_heads_agree_with_torch_on_emodb_features(emodb_recipe, tm
         export.main(["--model", str(fold_dir / "model.pt"), "--out_dir", str(out), "--licence", "research only",
                      "--onnx", "--nsteps", "1 3"])
         assert "training corpus: emodb" in (out / "README.md").read_text()
-        model = load_model(fold_dir / "model.pt")[0]
+        model, extra = load_model(fold_dir / "model.pt")
+        # --feat_norm auto on EmoDB's emotions: the model normalises per speaker (from its training moments)
+        assert extra["norm"]["kind"] == "speaker" and extra["feat_norm"]["kind"] == "speaker"
         for nsteps, graph in graphs.items():
             setting = "decode_argmax" if kind == "classifier" else f"decode_nsteps{nsteps}_eta0.0"
             rows = read_hyp(fold_dir / setting / "hyp.tsv")
-            feats, lengths, _ = pad_collate([(reader[r[0]], 0) for r in rows])
+            # hyp.tsv is the clip protocol: every test clip normalised alone
+            clips = protocol_dataset(FeatureDataset(reader, [r[0] for r in rows], [0] * len(rows)), extra["norm"],
+                                     spk.__getitem__, "clip", 0)
+            feats, lengths, _ = pad_collate([clips[i] for i in range(len(rows))])
             onnx_scores = OnnxHead(out / graph)(feats.numpy(), lengths.numpy())
             torch_scores = model.predict(feats, lengths, nsteps=nsteps)["scores"].numpy()
             assert np.abs(onnx_scores - torch_scores).max() <= 1e-4, (kind, nsteps)
             decoded = np.array([[float(s) for s in r[3:]] for r in rows])  # printed to 6 decimals
             assert np.abs(onnx_scores - decoded).max() <= 1e-4, (kind, nsteps)
             assert [model.labels[i] for i in onnx_scores.argmax(1)] == [r[2] for r in rows]
-        # genser-infer on the export, from the test speaker's wav files taken as one speaker (the
-        # normalisation of the dump), gives the recipe's N=1 decisions
+        # genser-infer on the export, each of the test speaker's wav files alone, gives the recipe's
+        # N=1 decisions under the clip protocol
         capsys.readouterr()
         rows = read_hyp(fold_dir / ("decode_argmax" if kind == "classifier" else "decode_nsteps1_eta0.0")
                         / "hyp.tsv")
-        infer.main(["--model", str(out / "model.pt"), "--cmvn_unit", "all", *(wavs[r[0]] for r in rows)])
+        infer.main(["--model", str(out / "model.pt"), *(wavs[r[0]] for r in rows)])
         table = capsys.readouterr().out.splitlines()[1:]
         assert [line.split("\t")[1] for line in table] == [r[2] for r in rows]

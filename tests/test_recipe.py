@@ -170,36 +170,33 @@ def test_genser_infer_classifies_wav_files(trained_recipe):
     assert len(lines) == 3
 
 
-def test_speed_perturbation_and_speaker_cmvn_make_their_dumps_and_tag_the_exp_dir(tmp_path):
+def test_speed_perturbation_and_speaker_cmvn_inside_the_model(tmp_path):
     recipe = make_recipe(tmp_path)
     result = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 1.0 1.1", "--feat_norm", "speaker",
-                        "--models", "classifier", "--nj", "1", "--folds", "1", "--stop_stage", "3")
+                        "--models", "classifier", "--nj", "1", "--folds", "1", "--protocols", "clip speaker-all")
     assert result.returncode == 0, result.stderr[-4000:]
     dumps = sorted(p.name for p in (recipe / "dump").iterdir())
     raw = min(dumps, key=len)
-    assert dumps == sorted([raw, raw + "_sp0.9", raw + "_sp1.1", raw + "_spknorm", raw + "_sp0.9_spknorm",
-                            raw + "_sp1.1_spknorm"]), dumps
+    assert dumps == sorted([raw, raw + "_sp0.9", raw + "_sp1.1"]), dumps  # no normalised copies: the model normalises
     import yaml
     assert yaml.safe_load((recipe / "dump" / (raw + "_sp0.9") / "feats.yaml").read_text())["speed"] == 0.9
-    norm = yaml.safe_load((recipe / "dump" / (raw + "_sp0.9_spknorm") / "feats.yaml").read_text())
-    assert norm["speed"] == 0.9 and norm["cmvn"]["group"] == "spk" and norm["cmvn"]["relevance"] == 10.0
-    exp = exp_of(recipe, "emotion_*_spknorm_train_epochs3_sp0.9-1.1")
+    exp = exp_of(recipe, "emotion_*_cmvnspk_train_epochs3_sp0.9-1.1")
     log = (exp / "seed0" / "classifier" / "log" / "train.1.log").read_text()
-    assert "_sp0.9_spknorm" in log and "_sp1.1_spknorm" in log
+    assert "feature normalisation: speaker (--feat_norm speaker" in log
     items, utts = map(int, re.search(r"speed perturbation: (\d+) training items \((\d+) utterances x 3", log).groups())
     fold_dir = next((exp / "seed0" / "classifier").glob("fold_*"))
     assert utts == len((fold_dir / "train.list").read_text().split()) and items == 3 * utts
-    # genser-infer normalises new audio as the training dump was: a file whole, and in windows
+    assert (fold_dir / "feat_norm").read_text().split()[0] == "speaker"
+    for name in ("hyp.tsv", "hyp.speaker-all.tsv"):
+        assert (fold_dir / "decode_argmax" / name).is_file()
+    results = (exp / "RESULTS.md").read_text()
+    assert "## Protocol clip" in results and "## Protocol speaker-all" in results
+    # genser-infer normalises new audio as the model says: a file whole (clip), and in windows
     wavs = [str(w) for w in sorted((recipe / "downloads" / "synth").rglob("*.wav"))[:3]]
     infer = [sys.executable, "-m", "genser.bin.infer", "--model", str(fold_dir / "model.pt")]
-    for extra in ([wavs[0]], ["--segment", "window", "--window", "0.5", "--hop", "0.5", wavs[0]],
-                  ["--cmvn_unit", "all", *wavs]):
+    for extra in ([wavs[0]], ["--segment", "window", "--window", "0.5", "--hop", "0.5", wavs[0]]):
         out = subprocess.run(infer + extra, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and len(out.stdout.splitlines()) >= 2, out.stderr[-3000:]
-    assert len(out.stdout.splitlines()) == 4  # --cmvn_unit all: one line per file
-    out = subprocess.run(infer + ["--cmvn_unit", "all", "--segment", "window", wavs[0]], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode != 0 and "--cmvn_unit all takes files classified whole" in out.stderr
     bad = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 fast", "--stage", "3")
     assert bad.returncode == 2 and "must be numbers" in bad.stderr
     bad = run_recipe(recipe, *SMALL, "--feat_norm", "room", "--stage", "3")

@@ -51,8 +51,9 @@ speed_perturb_tag() {
     return 0
 }
 
-# feat_norm_tag FEAT_NORM RELEVANCE: the suffix of the normalised dump (none -> "", speaker or
-# auto -> _spknorm, with _r<R> when the relevance is not the default 10); refuses other values.
+# feat_norm_tag FEAT_NORM RELEVANCE: the exp dir suffix of the model's normalisation (none -> "",
+# speaker -> _cmvnspk, auto -> _cmvnauto, with _r<R> when the relevance is not the default 10);
+# refuses other values. (Older recipes normalised the dumps: _spknorm, _normauto.)
 feat_norm_tag() {
     case "$1" in
         none) return 0 ;;
@@ -62,5 +63,7 @@ feat_norm_tag() {
     case "$2" in
         ''|*[!0-9.]*|*.*.*) echo "Error: --cmvn_relevance must be a number >= 0, got '$2'" >&2; return 2 ;;
     esac
-    if awk -v r="$2" 'BEGIN { exit !(r + 0 == 10) }'; then echo _spknorm; else echo "_spknorm_r$2"; fi
+    local tag=_cmvnspk
+    [ "$1" = auto ] && tag=_cmvnauto
+    if awk -v r="$2" 'BEGIN { exit !(r + 0 == 10) }'; then echo "${tag}"; else echo "${tag}_r$2"; fi
 }

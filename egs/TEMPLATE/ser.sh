@@ -48,10 +48,10 @@ extract_batch_size=8  # Utterances per frontend forward pass.
 speed_perturb_factors=  # Speed perturbation of the training utterances, ESPnet style, e.g. "0.9 1.0 1.1":
                       # stage 1 also extracts dump/<feat_tag>_sp<f> per factor f != 1, and training adds
                       # a copy of every training utterance per factor (never of dev or test ones).
-feat_norm=auto        # none | speaker | auto: per-speaker CMVN of the dumps (Kaldi's apply-cmvn --utt2spk; it reads
-                      # the test speaker's audio, never a label); stage 1 writes dump/<feat_tag>_spknorm. auto:
-                      # per fold, only where speaker and label are independent in the training utterances.
-cmvn_relevance=10     # Utterances' worth of the whole dump's moments in each speaker's (genser/cmvn.py).
+feat_norm=auto        # none | speaker | auto: per-speaker CMVN inside the model (genser/cmvn.py), from its training
+                      # utterances' moments; auto: per fold, only where speaker and label are independent in the
+                      # training utterances. Test clips are normalised as --protocols say.
+cmvn_relevance=10     # Utterances' worth of the training moments in each speaker's (genser/cmvn.py).
 device=cpu            # Device for extraction, training and decoding (cpu, cuda).
 
 # Training options
@@ -66,6 +66,8 @@ exp_tag=              # Suffix for the experiment directory.
 # Decoding options
 nsteps="1"            # Gen-SER sampling steps: one value or a list for the ablation, e.g. "1 3 10".
 eta=0.0               # Stochasticity of the sampler: one value or a list, e.g. "0.0 0.5".
+protocols="clip speaker-3 speaker-10 speaker-all"  # Evaluation protocols: which statistics of the test speaker a
+                      # decision uses (clip: none, the headline; speaker-K: K unlabelled clips; speaker-all: all).
 decode_args=          # Extra arguments for genser.bin.decode.
 
 help_message=$(cat <<HELP
@@ -108,16 +110,13 @@ esac
     "${feat_pooling}" "${feat_dtype}")
 norm_tag=$(feat_norm_tag "${feat_norm}" "${cmvn_relevance}") || exit 2
 raw_dir=dump/${feat_tag}
-feat_dir=${raw_dir}${norm_tag}
 # ESPnet's tag: the config name, then the overridden training arguments ("--epochs 80" -> epochs80).
 config_tag=$(basename "${train_config}" .yaml)
 args_tag=$(train_args_tag "${train_args}")
 sp_factors=$(speed_perturb_factors_of "${speed_perturb_factors}") || exit 2
 sp_tag=$(speed_perturb_tag "${speed_perturb_factors}")
-sp_dirs=$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}${norm_tag}"; done | paste -sd,)
-exp_norm_tag=${norm_tag}
-[ "${feat_norm}" = auto ] && exp_norm_tag=${norm_tag/_spknorm/_normauto}
-expdir=exp/${task}_${feat_tag}${exp_norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
+sp_dirs=$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done | paste -sd,)
+expdir=exp/${task}_${feat_tag}${norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
 
 # One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
 # script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
@@ -190,16 +189,6 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     for f in ${sp_factors}; do
         extract_dump "${raw_dir}_sp${f}" "${f}"
     done
-    if [ -n "${norm_tag}" ]; then
-        for raw in "${raw_dir}" $(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done); do
-            log "Stage 1: per-speaker CMVN (relevance ${cmvn_relevance}) ${raw} -> ${raw}${norm_tag}"
-            lock_dir "${raw}${norm_tag}"
-            mkdir -p "${raw}${norm_tag}/log"
-            ${python} -m genser.bin.cmvn --feat_dir "${raw}" --data_dir "${data_dir}" \
-                --out_dir "${raw}${norm_tag}" --relevance "${cmvn_relevance}" 2>&1 \
-                | tee "${raw}${norm_tag}/log/cmvn.log"
-        done
-    fi
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 2 ]; then
@@ -213,25 +202,12 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     ${python} -m genser.bin.make_labels --data_dir "${data_dir}" --task "${task}" \
         --folds "${folds}" --out_dir "${expdir}" 2>&1 \
         | tee "${expdir}/make_labels.log"
-    if [ "${feat_norm}" = auto ]; then
-        ${python} -m genser.bin.choose_norm --data_dir "${data_dir}" --task "${task}" \
-            --fold_list "${expdir}/folds.txt" --raw_dir "${raw_dir}" --norm_dir "${raw_dir}${norm_tag}" \
-            --speed_perturb_factors "${sp_factors//$'\n'/ }" --out_dir "${expdir}" 2>&1 \
-            | tee "${expdir}/choose_norm.log"
-    fi
 fi
 
-# The features of fold number I (1-based, the line of folds.txt): with --feat_norm auto, the link
-# that stage 2 chose (exp/.../feats.I), else the one dump of the experiment.
-fold_feat_dir() {
-    if [ "${feat_norm}" = auto ]; then echo "${expdir}/feats.$1"; else echo "${feat_dir}"; fi
-}
-
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
-    require "${feat_dir}/feats.scp" 1
+    require "${raw_dir}/feats.scp" 1
     for d in ${sp_dirs//,/ }; do require "${d}/feats.scp" 1; done
     require "${expdir}/labels.txt" 2
-    [ "${feat_norm}" = auto ] && require "${expdir}/feat_norm.txt" 2
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
     {
@@ -242,10 +218,6 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     } > "${expdir}/run.sh"
     chmod +x "${expdir}/run.sh"
     nfolds=$(wc -l < "${expdir}/folds.txt")
-    fold_sp_dirs=${sp_dirs}
-    if [ "${feat_norm}" = auto ] && [ -n "${sp_factors}" ]; then
-        fold_sp_dirs=$(for f in ${sp_factors}; do echo "${expdir}/feats.JOB_sp${f}"; done | paste -sd,)
-    fi
     if [ "${train_nproc}" -gt 1 ]; then
         launcher="torchrun --standalone --nnodes 1 --nproc_per_node ${train_nproc} -m genser.bin.train"
     else
@@ -259,10 +231,11 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             # shellcheck disable=SC2086
             ${train_cmd} --max-jobs-run "${train_nj}" JOB=1:"${nfolds}" "${mdir}/log/train.JOB.log" \
                 ${launcher} --config "${train_config}" --model "${model}" \
-                    --feat_dir "$(fold_feat_dir JOB)" --data_dir "${data_dir}" --task "${task}" \
+                    --feat_dir "${raw_dir}" --data_dir "${data_dir}" --task "${task}" \
+                    --feat_norm "${feat_norm}" --cmvn_relevance "${cmvn_relevance}" \
                     --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
                     --exp_dir "${mdir}" --seed "${seed}" --device "${device}" \
-                    ${fold_sp_dirs:+--speed_perturb_dirs "${fold_sp_dirs}"} ${train_args} \
+                    ${sp_dirs:+--speed_perturb_dirs "${sp_dirs}"} ${train_args} \
                 || { show_failed_logs "${mdir}/log/train.*.log"; exit 1; }
         done
     done
@@ -270,19 +243,18 @@ fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     require "${expdir}/folds.txt" 2
-    log "Stage 4: decoding (seeds: ${seeds}; nsteps: ${nsteps}; eta: ${eta})"
+    log "Stage 4: decoding (seeds: ${seeds}; nsteps: ${nsteps}; eta: ${eta}; protocols: ${protocols})"
     for seed in ${seeds}; do
         for model in ${models}; do
-            index=0
             while read -r fold; do
-                index=$((index + 1))
                 fdir=${expdir}/seed${seed}/${model}/fold_${fold}
                 require "${fdir}/model.pt" 3
                 # shellcheck disable=SC2086
                 ${decode_cmd} "${fdir}/decode.log" \
                     ${python} -m genser.bin.decode --model_dir "${fdir}" \
-                        --feat_dir "$(fold_feat_dir "${index}")" --data_dir "${data_dir}" --task "${task}" \
-                        --nsteps "${nsteps}" --eta "${eta}" --seed "${seed}" --device "${device}" \
+                        --feat_dir "${raw_dir}" --data_dir "${data_dir}" --task "${task}" \
+                        --nsteps "${nsteps}" --eta "${eta}" --protocols "${protocols}" --seed "${seed}" \
+                        --device "${device}" \
                         ${decode_args} \
                     || { show_failed_logs "${fdir}/decode.log"; exit 1; }
             done < "${expdir}/folds.txt"
@@ -294,9 +266,10 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     require "${expdir}/folds.txt" 2
     log "Stage 5: scoring (seeds: ${seeds}) -> ${expdir}/RESULTS.md"
     for seed in ${seeds}; do
-        ${python} -m genser.bin.score --exp_dir "${expdir}/seed${seed}" --out "${expdir}/seed${seed}/RESULTS.md"
+        ${python} -m genser.bin.score --exp_dir "${expdir}/seed${seed}" --out "${expdir}/seed${seed}/RESULTS.md" \
+            --protocols "${protocols}"
     done
-    ${python} -m genser.bin.score_seeds --exp_dir "${expdir}" --seeds "${seeds}"
+    ${python} -m genser.bin.score_seeds --exp_dir "${expdir}" --seeds "${seeds}" --protocols "${protocols}"
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

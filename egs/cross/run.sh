@@ -38,7 +38,8 @@ frontend=fbank_no_cmvn  # s3prl upstream name (fbank_no_cmvn: s3prl fbank withou
 frontend_conf=        # YAML frontend spec, e.g. conf/frontend/whisper_base.yaml; overrides --frontend.
 feat_pooling=auto     # none | mean | meanstd | auto (as ser.sh: meanstd for fbank_no_cmvn, mean for encoders).
 feat_tag=             # Name of the feature dump; derived from the frontend when empty.
-feat_norm=none        # none | corpus: standardise features per corpus (unsupervised; tag _cnorm).
+feat_norm=corpus      # corpus | none: standardise features per corpus with the moments of all its unlabelled
+                      # clips, the test corpus's included (transductive at corpus level; tag _cnorm).
 nj=1                  # Feature-extraction jobs.
 
 # Training and decoding options (passed to ser.sh)
@@ -86,7 +87,9 @@ case "${feat_norm}" in none) cell_feat_tag=${feat_tag} ;; corpus) cell_feat_tag=
     *) log "Error: --feat_norm must be none or corpus, got '${feat_norm}'"; exit 2 ;; esac
 # Per-speaker CMVN is ser.sh's default within a corpus; across corpora the test corpus is the
 # fold, and normalisation is per corpus (--feat_norm above), so ser.sh's is off here.
-feat_opts=(--feat_pooling "${feat_pooling}" --feat_norm none)
+# Each cell's model is trained without speaker normalisation, so every protocol decodes alike:
+# only clip is decoded.
+feat_opts=(--feat_pooling "${feat_pooling}" --feat_norm none --protocols clip)
 if [ -n "${frontend_conf}" ]; then feat_opts+=(--frontend_conf "${frontend_conf}"); else feat_opts+=(--frontend "${frontend}"); fi
 train_name=$(echo ${train_sets} | tr ' ' '+')
 # ser.sh names its exp dir exp/<task>_<feat_tag>_<config name><train_args tag>_<exp_tag> (the
@@ -97,7 +100,11 @@ echo "${run_args}" >> exp/commands.log
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: pool ${corpora} -> data/all"
-    local/data.sh --corpora "${corpora}" --egs_dir "${egs_dir}" --max_per_class "${max_per_class}"
+    # shared-label cells drop the unmapped classes: they are not pooled (nor extracted) at all
+    pool_opts=()
+    [ "${label_set}" = shared ] && pool_opts=(--label_map_dir "${label_map_dir}" --shared_labels "${shared_labels}")
+    local/data.sh --corpora "${corpora}" --egs_dir "${egs_dir}" --max_per_class "${max_per_class}" \
+        "${pool_opts[@]}"
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then

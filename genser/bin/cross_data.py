@@ -36,6 +36,10 @@ def get_parser():
     pool.add_argument("--out_dir", required=True)
     pool.add_argument("--max_per_class", type=int, default=0,
                       help="keep at most this many utterances per corpus and label (0: all)")
+    pool.add_argument("--label_map_dir", default="",
+                      help="with it, pool only the utterances whose label <corpus>.txt maps onto --shared_labels "
+                           "(the shared-label cells drop the others; leave empty for --label_set full)")
+    pool.add_argument("--shared_labels", default=" ".join(SHARED_LABELS))
     norm = sub.add_parser("norm", help="standardise a feature dump per corpus (unsupervised)")
     norm.add_argument("--feat_dir", required=True, help="dump of the pooled dir")
     norm.add_argument("--data_dir", required=True, help="the pooled dir (utt2corpus)")
@@ -80,7 +84,12 @@ def main(argv=None):
                 sources[name] = str(data_dir)
             if not sources:
                 raise CrossError("no corpus to pool: give --corpora or --corpus NAME=DATA_DIR")
-            pool_corpora(sources, params.out_dir, params.max_per_class)
+            keep = None
+            if params.label_map_dir:
+                shared = set(params.shared_labels.split())
+                keep = {c: {lab for lab, target in read_label_map(Path(params.label_map_dir) / f"{c}.txt").items()
+                            if target in shared} for c in sources}
+            pool_corpora(sources, params.out_dir, params.max_per_class, keep)
             return 0
         if params.command == "norm":
             normalize_per_corpus(params.feat_dir, params.data_dir, params.out_dir)

@@ -7,6 +7,11 @@ Writes <model_dir>/decode_nsteps<N>_eta<E>/hyp.tsv for Gen-SER and decode_argmax
 the classifier: utt, ref, hyp and one posterior column per label. No retraining is involved, so
 stage 4 can be re-run with other --nsteps values at will.
 
+``--protocols "clip speaker-3 speaker-all"`` decodes the same model under several evaluation
+protocols (genser/cmvn.py): hyp.tsv is the clip protocol (each test clip normalised alone against
+the model's training moments), hyp.<protocol>.tsv the others. A model trained without
+normalisation gives the same decisions under all of them.
+
 ``--subset dev`` decodes the fold's dev utterances (training speakers held out of training,
 ``genser-train --dev_ratio``) into hyp_dev.tsv instead: what temperature scaling is fitted on
 (genser.bin.calibrate). ``--draws K`` adds, for Gen-SER settings with eta > 0, draws.tsv: the
@@ -21,12 +26,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from genser.bin.common import load_config, setup_logging
+from genser import trainer
 from genser.checkpoint import load_model
 from genser.calibration import draw_agreement, draw_spread
+from genser.cmvn import parse_protocols
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import FeatureDataset, FeatureReader, kind_differences, pad_collate
 from genser.fileio import atomic_open
 from genser.metrics import summarize
+from genser.scoring import hyp_name
 
 log = logging.getLogger("genser.decode")
 
@@ -41,6 +49,8 @@ def get_parser():
     p.add_argument("--nsteps", default="1", help="sampling steps, one value or a list: \"1 3 10\" (0: decide on "
                                                  "the initial sample x1, an ablation)")
     p.add_argument("--eta", default="0.0", help="sampler stochasticity, one value or a list: \"0.0 0.5\"")
+    p.add_argument("--protocols", default="clip",
+                   help="evaluation protocols: clip, speaker-<K>, speaker-all (genser/cmvn.py); clip first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subset", default="test", choices=["test", "dev"],
                    help="utterances to decode: test.list (hyp.tsv) or dev.list (hyp_dev.tsv)")
@@ -75,8 +85,8 @@ def decode(model, loader, *, nsteps, eta, generator, device):
 
 
 def identity_file(hyp_path):
-    """The name of the identity file that goes with a hyp.tsv or hyp_dev.tsv."""
-    return "identity" if hyp_path.name == "hyp.tsv" else "identity_" + hyp_path.stem[len("hyp_"):]
+    """The name of the identity file that goes with a hyp.tsv (any protocol) or hyp_dev.tsv."""
+    return "identity_dev" if hyp_path.name == "hyp_dev.tsv" else "identity"
 
 
 @torch.no_grad()
@@ -144,28 +154,45 @@ def main(argv=None):
     if not utts:
         raise SystemExit(f"error: {model_dir / (params.subset + '.list')} is empty (no dev set: train with "
                          f"--dev_ratio > 0 to hold out training speakers)")
-    hyp_name = "hyp.tsv" if params.subset == "test" else "hyp_dev.tsv"
-    refs = load_data_dir(params.data_dir).targets(params.task, utts, model.labels)
+    try:
+        protocols = parse_protocols(params.protocols) if params.subset == "test" else ["clip"]
+    except ValueError as e:
+        raise SystemExit(f"error: --protocols: {e}") from None
+    data = load_data_dir(params.data_dir)
+    refs = data.targets(params.task, utts, model.labels)
     reader = FeatureReader(params.feat_dir)
     check_features(extra.get("feats"), reader.meta, model_dir / "model.pt", params.feat_dir)
-    loader = DataLoader(FeatureDataset(reader, utts, refs),
-                        batch_size=params.batch_size, collate_fn=pad_collate)
+    if reader.meta.get("cmvn", {}).get("group") == "spk":
+        raise SystemExit(f"error: {params.feat_dir} is normalised per speaker with every clip of the test speaker "
+                         f"(an older recipe's dump): no protocol but speaker-all can be decoded from it; retrain on "
+                         f"the raw dump (the model normalises inside, genser-train --feat_norm)")
+    base = FeatureDataset(reader, utts, refs)
+    for protocol in protocols:
+        dataset = trainer.protocol_dataset(base, extra.get("norm"), data.spk.__getitem__, protocol, params.seed)
+        loader = DataLoader(dataset, batch_size=params.batch_size, collate_fn=pad_collate)
+        decode_protocol(params, model, extra, model_dir, loader, utts, refs, hyp_name(protocol, params.subset))
+
+
+def decode_protocol(params, model, extra, model_dir, loader, utts, refs, hyp_name):
+    """Every sampler setting of one protocol into decode_<setting>/<hyp_name>."""
+    device = torch.device(params.device)
     for name, nsteps, eta in settings_of(model.kind, params.nsteps, params.eta):
         generator = torch.Generator(device=device).manual_seed(params.seed)
         preds, scores = decode(model, loader, nsteps=nsteps, eta=eta, generator=generator, device=device)
         write_hyp(model_dir / f"decode_{name}" / hyp_name, utts, refs, preds, scores, model.labels,
                   identity=extra.get("identity"))
         draws_path = model_dir / f"decode_{name}" / "draws.tsv"
-        if params.draws > 0 and model.kind == "genser" and eta > 0 and params.subset == "test":
+        headline = hyp_name == "hyp.tsv"
+        if params.draws > 0 and model.kind == "genser" and eta > 0 and headline:
             generator = torch.Generator(device=device).manual_seed(params.seed + 1)
             rows = decode_draws(model, loader, draws=params.draws, nsteps=nsteps, eta=eta, generator=generator,
                                 device=device)
             write_draws(draws_path, utts, refs, rows, model.labels, params.draws)
-        elif params.subset == "test" and draws_path.exists():  # it came with an older hyp.tsv
+        elif headline and draws_path.exists():  # it came with an older hyp.tsv
             log.info("removing %s: this decode has no draws", draws_path)
             draws_path.unlink()
         stats = summarize(refs, preds, len(model.labels))
-        log.info("%s %s (%s): UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name, params.subset,
+        log.info("%s %s (%s): UA %.2f WA %.2f macro-F1 %.2f on %d utterances", model_dir, name, hyp_name,
                  100 * stats["ua"], 100 * stats["wa"], 100 * stats["macro_f1"], len(utts))
 
 

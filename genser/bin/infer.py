@@ -113,6 +113,8 @@ def load_classifier(model_path, device, frontend_path=None, trust_frontend=False
     if not meta or "frontend" not in meta:
         raise SystemExit(f"error: {model_path} does not record its frontend (no 'feats' entry); "
                          f"it was not written by genser.bin.train")
+    if extra.get("norm"):  # the model's own normalisation (genser-train --feat_norm), as a dump's cmvn entry
+        meta = {**meta, "cmvn": extra["norm"]}
     # NaN/inf weights (a diverged run) give NaN posteriors for every input: refuse the model once
     # instead of printing a table of nan.
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]

@@ -16,7 +16,8 @@ from pathlib import Path
 from genser.bin.common import load_config, setup_logging, str_or_none
 from genser.calibration_study import calibration_section
 from genser.fileio import atomic_write
-from genser.report import main_table, render_results, write_plots
+from genser.cmvn import parse_protocols
+from genser.report import main_table, protocol_section, render_results, write_plots
 from genser.scoring import ScoreError, load_experiment, score_experiment
 
 log = logging.getLogger("genser.score")
@@ -29,6 +30,9 @@ def get_parser():
     p.add_argument("--out", type=str_or_none, default=None, help="Markdown report (default: <exp_dir>/RESULTS.md); "
                    "PNGs are written next to it")
     p.add_argument("--title", type=str_or_none, default=None, help="report title (default: the exp_dir name)")
+    p.add_argument("--protocols", default="clip",
+                   help="evaluation protocols decoded by stage 4 (genser/cmvn.py), clip first: the report's tables "
+                        "are clip's, and a section sets all of them side by side")
     p.add_argument("--primary", type=str_or_none, default=None,
                    help="decoding setting shown in the main table for systems that have it, e.g. nsteps1_eta0.0 "
                    "(default: the smallest nsteps with eta 0)")
@@ -50,14 +54,19 @@ def main(argv=None):
     setup_logging()
     out = Path(params.out) if params.out else Path(params.exp_dir) / "RESULTS.md"
     try:
-        exp = load_experiment(params.exp_dir)
-        scores, primaries = score_experiment(exp, params.primary)
-    except (ScoreError, OSError) as e:
+        per_protocol = {}
+        for protocol in parse_protocols(params.protocols):
+            exp = load_experiment(params.exp_dir, protocol)
+            per_protocol[protocol] = (exp, *score_experiment(exp, params.primary))
+    except (ScoreError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
+    exp, scores, primaries = per_protocol["clip"]
     out.parent.mkdir(parents=True, exist_ok=True)
     pngs = write_plots(exp, scores, primaries, out.parent)
     text = render_results(exp, scores, primaries, title=params.title or f"Results: {exp.exp_dir.resolve().name}",
                           command=f"python -m genser.bin.score {shlex.join(argv)}", pngs=pngs)
+    if len(per_protocol) > 1:
+        text += "\n".join(["", *protocol_section(per_protocol, params.exp_dir)])
     text += calibration_text(exp, primaries, out.parent)
     atomic_write(out, text)
     print(main_table(exp, scores, primaries))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from genser.bin.common import setup_logging
 from genser.fileio import atomic_write
-from genser.report import METRIC_NAMES, environment, md_table, pct
+from genser.cmvn import parse_protocols
+from genser.report import METRIC_NAMES, environment, md_table, pct, protocol_description
 from genser.scoring import ScoreError, load_experiment, score_experiment
 from genser.stats import sign_test, wilcoxon_signed_rank
 
@@ -30,6 +31,7 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp_dir", required=True)
     p.add_argument("--seeds", required=True, help='seeds to aggregate, e.g. "0 1 2"')
+    p.add_argument("--protocols", default="clip", help="evaluation protocols decoded by stage 4, clip first")
     p.add_argument("--out", help="default: <exp_dir>/RESULTS.md")
     p.add_argument("--title", default=None)
     return p
@@ -77,19 +79,22 @@ def paired_table(per_seed, a, b):
     return md_table(header, rows, left=1)
 
 
-def render(exp_dir, per_seed, title):
-    any_exp = next(iter(per_seed.values()))[0]
+def render(exp_dir, per_protocol, title):
+    """One section per protocol (clip, the headline, first): over seeds, then the paired test."""
+    clip = per_protocol["clip"]
+    any_exp = next(iter(clip.values()))[0]
     systems = any_exp.systems
-    lines = [f"# {title}", "", f"- experiment: `{exp_dir}`", f"- seeds: {' '.join(per_seed)}",
+    lines = [f"# {title}", "", f"- experiment: `{exp_dir}`", f"- seeds: {' '.join(clip)}",
              f"- folds: {' '.join(any_exp.folds)}", f"- environment: {environment()}", "",
-             "## Over seeds", "",
              "Mean over folds per seed, then mean ± std over seeds (std of the seed means). Each seed's "
-             "own tables: " + ", ".join(f"[seed {s}](seed{s}/RESULTS.md)" for s in per_seed) + ".", "",
-             seed_table(per_seed, systems), ""]
-    if "genser" in systems and "classifier" in systems:
-        lines += ["## Gen-SER − classifier, paired over (fold, seed)", "",
-                  "Differences of per-fold figures at the main settings; exact two-sided tests, ties dropped.",
-                  "", paired_table(per_seed, "genser", "classifier"), ""]
+             "own tables: " + ", ".join(f"[seed {s}](seed{s}/RESULTS.md)" for s in clip) + ".", ""]
+    for protocol, per_seed in per_protocol.items():
+        lines += [f"## Protocol {protocol}", "", f"{protocol_description(protocol)}.", "",
+                  seed_table(per_seed, systems), ""]
+        if "genser" in systems and "classifier" in systems:
+            lines += [f"### Gen-SER − classifier, paired over (fold, seed), {protocol}", "",
+                      "Differences of per-fold figures at the main settings; exact two-sided tests, ties dropped.",
+                      "", paired_table(per_seed, "genser", "classifier"), ""]
     return "\n".join(lines)
 
 
@@ -97,17 +102,18 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
     exp_dir = Path(args.exp_dir)
-    per_seed = {}
+    per_protocol = {}
     try:
-        for seed in args.seeds.split():
-            exp = load_experiment(exp_dir / f"seed{seed}")  # checks folds.txt and stale decodes
-            scores, primaries = score_experiment(exp)
-            per_seed[seed] = (exp, scores, primaries)
-    except ScoreError as exc:
+        for protocol in parse_protocols(args.protocols):
+            per_seed = per_protocol.setdefault(protocol, {})
+            for seed in args.seeds.split():
+                exp = load_experiment(exp_dir / f"seed{seed}", protocol)  # checks folds.txt and stale decodes
+                per_seed[seed] = (exp, *score_experiment(exp))
+    except (ScoreError, ValueError) as exc:
         log.error("%s", exc)
         return 1
     out = Path(args.out or exp_dir / "RESULTS.md")
-    atomic_write(out, render(exp_dir, per_seed, args.title or f"Results: {exp_dir.name}"))
+    atomic_write(out, render(exp_dir, per_protocol, args.title or f"Results: {exp_dir.name}"))
     log.info("wrote %s", out)
     return 0
 

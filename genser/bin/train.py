@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
 from genser.checkpoint import save_model
+from genser.cmvn import FEAT_NORMS, choose_feat_norm
 from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import (FEATURE_KIND, FeatureDataset, FeatureReader, StackedReader, kind_differences,
@@ -81,6 +82,14 @@ def get_parser():
                    help="random crop of longer training sequences, bounds memory (0: off)")
     p.add_argument("--class_balance", default=d["class_balance"], choices=trainer.CLASS_BALANCE,
                    help="sampler: draw training utterances with probability 1/count(class)")
+    p.add_argument("--feat_norm", default=d["feat_norm"], choices=FEAT_NORMS,
+                   help="per-speaker CMVN inside the model, from its training utterances' moments (genser/cmvn.py); "
+                        "auto: only where speaker and label are independent in the training utterances")
+    p.add_argument("--cmvn_relevance", type=float, default=d["cmvn_relevance"],
+                   help="utterances' worth of the training moments in each speaker's")
+    p.add_argument("--norm_k", default=d["norm_k"],
+                   help="unit sizes for the training speakers' moments, drawn per example and epoch: e.g. "
+                        "'all' (all the speaker's clips), '1 all' (also the clip alone, as a test clip is)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=0, help="torch threads per process (0: torch default)")
@@ -190,10 +199,26 @@ def write_config(params, model_config):
     atomic_write(Path(params.exp_dir) / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
 
 
+def fold_norm(params, split, reader):
+    """The fold's normalisation kind ('speaker' or 'none') and the speaker-label dependence of
+    its training and dev utterances (never the test fold's), logged."""
+    data = load_data_dir(params.data_dir)
+    attr = getattr(data, ATTR_OF_TASK[params.task])
+    seen = split["train"] + split["dev"]
+    kind, dep = choose_feat_norm(params.feat_norm, data.spk, {u: attr[u] for u in seen})
+    if kind == "speaker" and reader.meta.get("cmvn"):
+        raise ValueError(f"{reader.feat_dir} is already normalised ({reader.meta['cmvn'].get('group')}); "
+                         f"train with --feat_norm none, or on the raw dump")
+    log.info("feature normalisation: %s (--feat_norm %s; speaker-label dependence %.3f over %d training "
+             "utterances)", kind, params.feat_norm, dep, len(seen))
+    return kind, dep
+
+
 def run(params, fold, fold_dir, rank, world, device):
     labels, split, targets = prepare_fold(params, fold)
     reader = FeatureReader(params.feat_dir)
     meta = reader.meta
+    norm_kind, dependence = fold_norm(params, split, reader)
     perturbed = perturbed_readers(params, reader, split["train"])
     model_conf = resolve_config(merge(params.model_conf, {"model": params.model}))
     identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader, perturbed))
@@ -225,10 +250,20 @@ def run(params, fold, fold_dir, rank, world, device):
     if perturbed:
         log.info("speed perturbation: %d training items (%d utterances x %d: factors 1 %s)", len(train_items),
                  len(split["train"]), len(sources), " ".join(str(r.meta["speed"]) for r in perturbed))
-    loaders = trainer.build_loaders(
-        dataset=FeatureDataset(StackedReader(sources), train_items, targets["train"] * len(sources)),
-        dev_dataset=FeatureDataset(reader, split["dev"], targets["dev"]) if split["dev"] else None,
-        params=hp, world=world, rank=rank, collate=pad_collate)
+    train_set = FeatureDataset(StackedReader(sources), train_items, targets["train"] * len(sources))
+    dev_set = FeatureDataset(StackedReader([reader]), [(0, u) for u in split["dev"]], targets["dev"]) \
+        if split["dev"] else None
+    # extra["norm"] is the normalisation a model applies (absent: none; genser-infer reads it),
+    # extra["feat_norm"] how the fold came to it.
+    norm = None
+    if norm_kind == "speaker":
+        spk = load_data_dir(params.data_dir).spk
+        prior, train_set, dev_set = trainer.speaker_norm(
+            train_set=train_set, dev_set=dev_set, spk_of=lambda key: (key[0], spk[key[1]]),
+            relevance=params.cmvn_relevance, norm_k=params.norm_k, seed=params.seed)
+        norm = {**prior, "norm_k": params.norm_k}
+    loaders = trainer.build_loaders(dataset=train_set, dev_dataset=dev_set, params=hp, world=world, rank=rank,
+                                    collate=pad_collate)
     optimizer = trainer.make_optimizer(model, hp)
     state = trainer.new_state(hp, len(loaders["train"]), identity)
     ckpt_path = fold_dir / "checkpoint.pt"
@@ -238,13 +273,16 @@ def run(params, fold, fold_dir, rank, world, device):
     step_model = DistributedDataParallel(trainer.LossModule(model)) if world > 1 else trainer.LossModule(model)
 
     def save(path, model, extra):
-        save_model(path, model, extra={**extra, "feats": meta, "task": params.task, "fold": fold,
-                                       "identity": identity["hash"]})
+        extra = {**extra, "feats": meta, "task": params.task, "fold": fold, "identity": identity["hash"],
+                 "feat_norm": {"requested": params.feat_norm, "kind": norm_kind, "dependence": dependence}}
+        save_model(path, model, extra={**extra, "norm": norm} if norm else extra)
 
     keep = trainer.fit(model=model, step_model=step_model, optimizer=optimizer, loaders=loaders, params=hp,
                        state=state, device=device, rank=rank, fold_dir=fold_dir, where=f"fold {fold}",
                        save_model_fn=save)
     if rank == 0:
+        # read by scoring (genser.report.fold_norms): which normalisation each fold's model holds
+        atomic_write(fold_dir / "feat_norm", f"{norm_kind} {dependence:.4f}\n")
         atomic_write(fold_dir / "train.done", f"identity {identity['hash']}\naveraged_epochs {keep}\n")
 
 
