@@ -36,7 +36,7 @@ from genser import trainer  # noqa: E402
 from genser.cmvn import choose_feat_norm, protocol_k  # noqa: E402
 from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
 from genser.features import FeatureDataset, FeatureReader, StackedReader, load_all, pad_collate  # noqa: E402
-from genser.folds import test_folds  # noqa: E402
+from genser.folds import inner_splits, test_folds  # noqa: E402
 from genser.metrics import summarize  # noqa: E402
 from genser.models import build_model  # noqa: E402
 
@@ -59,22 +59,6 @@ def get_parser():
                         "candidate with 'speed_perturb: true' adds their copies of its fit utterances")
     p.add_argument("--out", required=True)
     return p
-
-
-def inner_groups(speakers, k, seed):
-    """Speakers shuffled (seeded) and dealt round-robin into k groups."""
-    speakers = sorted(speakers)
-    random.Random(f"tune:{seed}").shuffle(speakers)
-    return [speakers[i::k] for i in range(k)]
-
-
-def inner_splits(data, fold, k, seed):
-    """[(fit utterances, validation utterances)] of the inner CV for outer test fold ``fold``:
-    speaker-disjoint, and built from the other folds' utterances only."""
-    train_utts = [u for u in data.utts if data.fold[u] != fold]
-    groups = inner_groups({data.spk[u] for u in train_utts}, k, seed)
-    return [([u for u in train_utts if data.spk[u] not in set(g)], [u for u in train_utts if data.spk[u] in set(g)])
-            for g in groups]
 
 
 def train_and_predict(job):

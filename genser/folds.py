@@ -67,3 +67,20 @@ def fold_split(data, fold, dev_ratio=0.1, seed=0):
     if not train:
         raise ValueError(f"fold {fold} of {data.path}: no training utterances left")
     return train, sorted(dev), test
+
+
+def inner_groups(speakers, k, seed):
+    """Speakers shuffled (seeded) and dealt round-robin into k groups."""
+    speakers = sorted(speakers)
+    random.Random(f"tune:{seed}").shuffle(speakers)
+    return [speakers[i::k] for i in range(k)]
+
+
+def inner_splits(data, fold, k, seed):
+    """[(fit utterances, validation utterances)] of an inner cross-validation for outer test fold
+    ``fold`` (bench/tune.py, the probe's choice of C): speaker-disjoint, and built from the other
+    folds' utterances only, so that nothing is chosen on the test fold."""
+    train_utts = [u for u in data.utts if data.fold[u] != fold]
+    groups = inner_groups({data.spk[u] for u in train_utts}, k, seed)
+    return [([u for u in train_utts if data.spk[u] not in set(g)], [u for u in train_utts if data.spk[u] in set(g)])
+            for g in groups]

@@ -69,6 +69,8 @@ eta=0.0               # Stochasticity of the sampler: one value or a list, e.g. 
 protocols="clip speaker-3 speaker-10 speaker-all"  # Evaluation protocols: which statistics of the test speaker a
                       # decision uses (clip: none, the headline; speaker-K: K unlabelled clips; speaker-all: all).
 decode_args=          # Extra arguments for genser.bin.decode.
+probe=true            # Stage 5 also scores the logistic-regression probe on the same features, folds,
+                      # normalisation and protocols (utterance dumps only), beside the models.
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -269,7 +271,19 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         ${python} -m genser.bin.score --exp_dir "${expdir}/seed${seed}" --out "${expdir}/seed${seed}/RESULTS.md" \
             --protocols "${protocols}"
     done
-    ${python} -m genser.bin.score_seeds --exp_dir "${expdir}" --seeds "${seeds}" --protocols "${protocols}"
+    probe_opts=()
+    pooling=$(sed -n 's/^pooling: *//p' "${raw_dir}/feats.yaml" 2>/dev/null || true)
+    if ${probe} && [ -n "${pooling}" ] && [ "${pooling}" != none ]; then
+        first_seed=${seeds%% *}
+        first_model=${models%% *}
+        log "Stage 5: LR probe (${raw_dir}, normalised as ${expdir}/seed${first_seed}/${first_model}) -> ${expdir}/probe.yaml"
+        ${python} -m genser.bin.probe --feat_dir "${raw_dir}" --data_dir "${data_dir}" --task "${task}" \
+            --fold_list "${expdir}/folds.txt" --like "${expdir}/seed${first_seed}/${first_model}/config.yaml" \
+            --protocols "${protocols}" --out "${expdir}/probe.yaml" 2>&1 | tee "${expdir}/probe.log"
+        probe_opts=(--probe "${expdir}/probe.yaml")
+    fi
+    ${python} -m genser.bin.score_seeds --exp_dir "${expdir}" --seeds "${seeds}" --protocols "${protocols}" \
+        ${probe_opts[@]+"${probe_opts[@]}"}
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

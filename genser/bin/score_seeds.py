@@ -32,6 +32,7 @@ def get_parser():
     p.add_argument("--exp_dir", required=True)
     p.add_argument("--seeds", required=True, help='seeds to aggregate, e.g. "0 1 2"')
     p.add_argument("--protocols", default="clip", help="evaluation protocols decoded by stage 4, clip first")
+    p.add_argument("--probe", help="probe.yaml of genser.bin.probe: its row joins every protocol's table")
     p.add_argument("--out", help="default: <exp_dir>/RESULTS.md")
     p.add_argument("--title", default=None)
     return p
@@ -46,7 +47,8 @@ def pair_differences(per_seed, a, b, metric):
     return out
 
 
-def seed_table(per_seed, systems):
+def seed_table(per_seed, systems, probe=None):
+    """Systems over seeds; ``probe`` (one protocol's entry of probe.yaml) adds its row (no seeds)."""
     header = ["System", "Setting", *(f"{METRIC_NAMES[m]} (seeds)" for m in METRICS), "pooled UA (seeds)",
               *(f"UA seed {s}" for s in per_seed)]
     rows = []
@@ -57,7 +59,25 @@ def seed_table(per_seed, systems):
         cells = [mean_std(means[m]) for m in METRICS]
         rows.append([system, "/".join(sorted(set(primary.values()))), *cells, mean_std(pooled),
                      *(pct(v) for v in means["ua"])])
+    if probe:
+        rows.append(["LR probe", "same features and folds", f"{probe['mean_ua']:.1f}", "-", "-",
+                     f"{probe['pooled']['ua']:.1f}", *("-" for _ in per_seed)])
     return md_table(header, rows, left=2)
+
+
+def summary_table(per_protocol, systems, probe=None):
+    """Systems x protocols: UA over folds, mean ± std over seeds (the headline table)."""
+    header = ["System", *(f"{q} UA" for q in per_protocol)]
+    rows = []
+    for system in systems:
+        cells = []
+        for per_seed in per_protocol.values():
+            cells.append(mean_std([sc[system, prim[system]]["mean"]["ua"] for _, sc, prim in per_seed.values()]))
+        rows.append([system, *cells])
+    if probe:
+        rows.append(["LR probe", *(f"{probe['protocols'][q]['mean_ua']:.1f}" if q in probe["protocols"] else "-"
+                                   for q in per_protocol)])
+    return md_table(header, rows, left=1)
 
 
 def mean_std(values):
@@ -79,18 +99,25 @@ def paired_table(per_seed, a, b):
     return md_table(header, rows, left=1)
 
 
-def render(exp_dir, per_protocol, title):
-    """One section per protocol (clip, the headline, first): over seeds, then the paired test."""
+def render(exp_dir, per_protocol, title, probe=None):
+    """The summary over protocols, then one section per protocol (clip, the headline, first): over
+    seeds, then the paired test."""
     clip = per_protocol["clip"]
     any_exp = next(iter(clip.values()))[0]
     systems = any_exp.systems
     lines = [f"# {title}", "", f"- experiment: `{exp_dir}`", f"- seeds: {' '.join(clip)}",
              f"- folds: {' '.join(any_exp.folds)}", f"- environment: {environment()}", "",
              "Mean over folds per seed, then mean ± std over seeds (std of the seed means). Each seed's "
-             "own tables: " + ", ".join(f"[seed {s}](seed{s}/RESULTS.md)" for s in clip) + ".", ""]
+             "own tables: " + ", ".join(f"[seed {s}](seed{s}/RESULTS.md)" for s in clip) + ".", "",
+             "## Summary: UA by evaluation protocol", "",
+             "Which statistics of the test speaker each decision used: clip none (the headline, what a user "
+             "gets on one file), speaker-K K unlabelled clips of the speaker, speaker-all all of them. "
+             "The LR probe is the logistic-regression floor on the same features, folds and normalisation "
+             "(genser.bin.probe; deterministic, no seeds).", "",
+             summary_table(per_protocol, systems, probe), ""]
     for protocol, per_seed in per_protocol.items():
         lines += [f"## Protocol {protocol}", "", f"{protocol_description(protocol)}.", "",
-                  seed_table(per_seed, systems), ""]
+                  seed_table(per_seed, systems, probe and probe["protocols"].get(protocol)), ""]
         if "genser" in systems and "classifier" in systems:
             lines += [f"### Gen-SER − classifier, paired over (fold, seed), {protocol}", "",
                       "Differences of per-fold figures at the main settings; exact two-sided tests, ties dropped.",
@@ -112,8 +139,13 @@ def main(argv=None):
     except (ScoreError, ValueError) as exc:
         log.error("%s", exc)
         return 1
+    probe = None
+    if args.probe:
+        import yaml
+
+        probe = yaml.safe_load(Path(args.probe).read_text(encoding="utf-8"))
     out = Path(args.out or exp_dir / "RESULTS.md")
-    atomic_write(out, render(exp_dir, per_protocol, args.title or f"Results: {exp_dir.name}"))
+    atomic_write(out, render(exp_dir, per_protocol, args.title or f"Results: {exp_dir.name}", probe))
     log.info("wrote %s", out)
     return 0
 
