@@ -81,6 +81,34 @@ def test_seeds_aggregate_to_their_mean(trained_recipe):
     assert f"{100 * (uas[0] + uas[1]) / 2:.1f} ± " in row
 
 
+def test_protocols_probe_and_the_collected_table(trained_recipe, tmp_path):
+    """Stage 4 decodes every protocol, stage 5 sets them side by side with the LR probe, and
+    genser.bin.collect_results gathers the exp dir into one table per protocol."""
+    import yaml
+
+    exp = exp_of(trained_recipe)
+    fold_dir = next(exp.glob("seed0/genser/fold_*"))
+    for name in ("hyp.tsv", "hyp.speaker-3.tsv", "hyp.speaker-10.tsv", "hyp.speaker-all.tsv"):
+        assert (fold_dir / "decode_nsteps1_eta0.0" / name).is_file()
+    assert (fold_dir / "feat_norm").read_text().split()[0] in ("speaker", "none")
+    probe = yaml.safe_load((exp / "probe.yaml").read_text())
+    assert list(probe["protocols"]) == ["clip", "speaker-3", "speaker-10", "speaker-all"]
+    assert sorted(probe["C"]) == sorted((exp / "folds.txt").read_text().split())
+    results = (exp / "RESULTS.md").read_text()
+    assert "## Summary: UA by evaluation protocol" in results and "| LR probe |" in results
+    assert results.index("## Protocol clip") < results.index("## Protocol speaker-all")
+    out = tmp_path / "collected.md"
+    result = subprocess.run([sys.executable, "-m", "genser.bin.collect_results", "--exp", f"synth={exp}",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = out.read_text()
+    assert table.count("## Protocol ") == 4 and "synth: 2 folds, seeds 0 1" in table
+    rows = {line.split("|")[1].strip(): line for line in table.split("## Protocol speaker-3")[0].splitlines()
+            if line.startswith("| ")}
+    assert set(rows) >= {"Gen-SER N=1", "classifier", "LR probe"}
+    assert f"| {probe['protocols']['clip']['mean_ua']:.1f} |" in rows["LR probe"]
+
+
 def test_stage4_rescoring_does_not_retrain(trained_recipe):
     exp = exp_of(trained_recipe)
     models = sorted(exp.glob("seed*/*/fold_*/model.pt"))
