@@ -19,7 +19,6 @@ utterance features; each run takes seconds, so the grid fits a CPU.
 """
 import argparse
 import copy
-import random
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from benchlib import machine_description, write_results  # noqa: E402
 from genser import trainer  # noqa: E402
 from genser.cmvn import choose_feat_norm, protocol_k  # noqa: E402
 from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
-from genser.features import FeatureDataset, FeatureReader, StackedReader, load_all, pad_collate  # noqa: E402
+from genser.features import FeatureDataset, FeatureReader, load_all, pad_collate  # noqa: E402
 from genser.folds import inner_splits, test_folds  # noqa: E402
 from genser.metrics import summarize  # noqa: E402
 from genser.models import build_model  # noqa: E402
@@ -71,23 +70,14 @@ def train_and_predict(job):
     conf = {**copy.deepcopy(job["model_conf"]), "model": job["model"]}
     any_feat = next(iter(feats.values()))
     model = build_model(conf, job["labels"], input_dim=any_feat.shape[2], num_layers=any_feat.shape[1])
-    # as genser-train --speed_perturb_dirs: perturbed copies of the fit utterances only
+    # as genser-train: perturbed copies of the fit utterances only, normalised from the fit speakers
     sources = [feats, *job["perturbed"]] if job["speed_perturb"] else [feats]
-    items = [(i, u) for i in range(len(sources)) for u in job["train_utts"]]
-    train_set = FeatureDataset(StackedReader(sources), items, [data[u] for _, u in items])
     kind, _ = choose_feat_norm(params["feat_norm"], spk, {u: data[u] for u in job["train_utts"]})
-    prior = None
-    if kind == "speaker":  # as genser-train: the fit speakers' moments only
-        prior, train_set, _ = trainer.speaker_norm(
-            train_set=train_set, dev_set=None, spk_of=lambda key: (key[0], spk[key[1]]),
-            relevance=params["cmvn_relevance"], norm_k=params["norm_k"], seed=params["seed"])
-    loaders = trainer.build_loaders(dataset=train_set, dev_dataset=None, params=params, world=1, rank=0,
-                                    collate=pad_collate)
-    optimizer = trainer.make_optimizer(model, params)
-    state = trainer.new_state(params, len(loaders["train"]), trainer.run_identity({}))
-    trainer.fit(model=model, step_model=trainer.LossModule(model), optimizer=optimizer, loaders=loaders,
-                params=params, state=state, device=torch.device("cpu"), rank=0, fold_dir=None,
-                where=str(job["key"]), save_model_fn=None)
+    train_set, _, prior = trainer.fold_datasets(
+        sources=sources, train_utts=job["train_utts"], train_targets=[data[u] for u in job["train_utts"]],
+        dev_utts=[], dev_targets=[], spk=spk, norm_kind=kind, params=params)
+    trainer.fit_in_memory(model=model, train_set=train_set, params=params, device=torch.device("cpu"),
+                          where=str(job["key"]))
     test = trainer.protocol_dataset(FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]]),
                                     prior, spk.__getitem__, job["protocol"], params["seed"])
     batch = pad_collate([test[i] for i in range(len(test))])

@@ -31,15 +31,36 @@ def _arrays(exp, hyp):
     return np.asarray(hyp.scores, dtype=np.float64)[:, order], np.array([index[r] for r in hyp.refs])
 
 
+def stored_temperature(fold_dir):
+    """The temperature genser-train fitted and stored in a fold's model (its ``calibration`` file,
+    first line "temperature T"), or None for a model trained with --calibrate none."""
+    path = Path(fold_dir) / "calibration"
+    if not path.is_file():
+        return None
+    head = path.read_text(encoding="utf-8").split()
+    if len(head) < 2 or head[0] != "temperature":
+        raise ScoreError(f"{path}: expected a first line 'temperature <T>'")
+    return float(head[1])
+
+
 def calibrate_system(exp, system, setting):
-    """Pooled figures before and after per-fold temperature scaling, and the temperatures."""
+    """Pooled figures before and after per-fold temperature scaling, and the temperatures: the
+    temperature each model holds (fitted by genser-train on held-out training speakers; its
+    hyp.tsv posteriors are already scaled, so "before" undoes it), else one fitted on the fold's
+    hyp_dev.tsv."""
     probs, targets, scaled, temps = [], [], [], {}
     for fold in exp.folds_of(system, setting):
         hyp = exp.decodes[(system, setting, fold)]
         p, t = _arrays(exp, hyp)
-        probs.append(p)
         targets.append(t)
         dev_path = hyp.path.parent / "hyp_dev.tsv"
+        stored = stored_temperature(hyp.path.parents[1])
+        if stored is not None:
+            temps[fold] = stored
+            scaled.append(p)
+            probs.append(temperature_scale(p, 1.0 / stored))
+            continue
+        probs.append(p)
         if dev_path.is_file():
             dev_model = read_identity(hyp.path.parent / "identity_dev")
             trained = read_identity(hyp.path.parents[1] / "train.done")
@@ -154,13 +175,15 @@ def calibration_section(exp, primaries, out_dir, level="##"):
             panels.append((f"{system} {setting}, T={np.median(temps):.2f}", res["bins"]["after"], after["ece"]))
     png = "reliability.png"
     plot_reliability(panels, Path(out_dir) / png,
-                     title="Reliability (pooled test folds; after: T fitted on dev speakers)")
+                     title="Reliability (pooled test folds; T fitted on held-out training speakers)")
     out = [f"{level} Calibration", "",
            f"Pooled over the test folds; ECE over {N_BINS} equal-width confidence bins (%), Brier score and NLL "
-           "per utterance, AUROC of the largest posterior against correctness. T = temperature fitted per fold by "
-           "minimising the NLL on that fold's dev speakers (hyp_dev.tsv: training speakers held out of its "
-           "training, never the test speaker): median [min, max] over folds; the last three columns are after "
-           "scaling the test posteriors by it.", "",
+           "per utterance, AUROC of the largest posterior against correctness. T = the temperature of each "
+           "fold's posteriors, fitted on training speakers only: by genser-train (--calibrate inner: a model "
+           "trained on 2/3 of the training speakers decodes the other 1/3, and T minimises their NLL; the model "
+           "holds T, so decode, genser-infer and the ONNX heads apply it), or, for models without one, on the "
+           "fold's dev speakers (hyp_dev.tsv). Median [min, max] over folds; the columns before T are the "
+           "unscaled posteriors (T = 1), the last three the scaled ones.", "",
            md_table(["system", "setting", "N", "acc", "ECE", "Brier", "NLL", "AUROC", "T", "ECE (T)",
                      "Brier (T)", "NLL (T)"], table, left=2), "", f"![reliability diagrams]({png})", ""]
     study = confidence_study(exp)

@@ -7,6 +7,7 @@ A checkpoint is data, never code: it holds only plain values and tensors, and lo
 ``torch.load(..., weights_only=True)``. The write goes through genser.fileio.atomic_open.
 """
 import copy
+import math
 import os
 
 import torch
@@ -55,7 +56,8 @@ def save_model(path, model, extra=None):
         "input_dim": model.input_dim,
         "num_layers": model.num_layers,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": extra if extra is not None else {},
+        # the posteriors' temperature (genser.trainer.calibrate_inner) travels with the model
+        "extra": {**(extra or {}), "temperature": float(getattr(model, "temperature", 1.0))},
     }
     with atomic_open(path, "wb") as fh:
         torch.save(payload, fh)
@@ -92,4 +94,8 @@ def load_model(path, map_location="cpu"):
         raise ModelError(f"{path}: checkpoint does not match its config: {exc}") from exc
     model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
     model.eval()
+    temperature = ckpt["extra"].get("temperature", 1.0) if isinstance(ckpt["extra"], dict) else 1.0
+    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
+        raise ModelError(f"{path}: temperature must be a positive number, got {temperature!r}")
+    model.temperature = float(temperature)
     return model, ckpt["extra"]

@@ -67,6 +67,10 @@ class SERModel(nn.Module):
                                     enc["ff_mult"], enc["kernel"], enc["dropout"], enc["input_dropout"])
         self.pooling = build_pooling(config["pooling"], enc["hidden"])
         self.drop = nn.Dropout(enc["dropout"])
+        # Temperature of the posteriors, fitted after training on held-out training speakers
+        # (genser.trainer.fit_temperature_inner); the decision (argmax) never depends on it. Kept in
+        # the checkpoint's extra, not the weights, so averaging and resuming never see it.
+        self.temperature = 1.0
 
     @property
     def num_classes(self):
@@ -150,7 +154,7 @@ class ClassifierModel(SERModel):
 
     def _predict(self, feats, lengths, nsteps, eta, generator):
         # nsteps/eta/generator: accepted so that both kinds share one predict signature
-        scores = torch.softmax(self.logits(feats, lengths), dim=-1)
+        scores = torch.softmax(self.logits(feats, lengths) / self.temperature, dim=-1)
         return {"pred": scores.argmax(-1), "scores": scores}
 
 
@@ -229,7 +233,8 @@ class GenSERModel(SERModel):
     def _predict(self, feats, lengths, nsteps, eta, generator):
         # one similarity for both: the argmax of the cosines is the argmax of their softmax
         cos = self.taxonomy.scores(self.generate(feats, lengths, nsteps, eta, generator))
-        return {"pred": cos.argmax(-1), "scores": torch.softmax(cos / self.config["tm"]["ce_tau"], dim=-1)}
+        scale = self.config["tm"]["ce_tau"] * self.temperature
+        return {"pred": cos.argmax(-1), "scores": torch.softmax(cos / scale, dim=-1)}
 
 
 MODEL_CLASSES = {"genser": GenSERModel, "classifier": ClassifierModel}

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from genser import cmvn
-from genser.features import NormalizedDataset
+from genser.features import FeatureDataset, NormalizedDataset, StackedReader, pad_collate
 from genser.fileio import atomic_open
 from genser.metrics import summarize
 
@@ -53,8 +53,12 @@ TRAIN_DEFAULTS = {
     "feat_norm": "auto",
     "cmvn_relevance": 10.0,
     "norm_k": "all",
+    # inner: after training, fit the posteriors' temperature on held-out training speakers
+    # (calibrate_inner; one extra training on 2/3 of them); none: temperature 1.
+    "calibrate": "inner",
 }
 CLASS_BALANCE = ("none", "sampler")
+CALIBRATE = ("inner", "none")
 
 
 class TrainingError(RuntimeError):
@@ -307,6 +311,74 @@ def speaker_norm(*, train_set, dev_set, spk_of, relevance, norm_k, seed):
                                     {k: spk_of(k) for k in dev_set.utts}, prior)
         dev = NormalizedDataset(dev_set, dev_norm, [1], seed)
     return prior, train, dev
+
+
+def fold_datasets(*, sources, train_utts, train_targets, dev_utts, dev_targets, spk, norm_kind, params):
+    """(train set, dev set or None, the model's ``norm`` entry or None) of one fold.
+
+    Items are (dump index, utt): the main dump (index 0), then its speed-perturbed copies, which
+    add a copy of every training utterance (never of dev ones). With ``norm_kind`` 'speaker' the
+    sets are normalised per speaker (``speaker_norm``; a perturbed copy is its own speaker).
+    """
+    items = [(i, u) for i in range(len(sources)) for u in train_utts]
+    train_set = FeatureDataset(StackedReader(sources), items, list(train_targets) * len(sources))
+    dev_set = FeatureDataset(StackedReader(sources[:1]), [(0, u) for u in dev_utts], dev_targets) if dev_utts else None
+    if norm_kind != "speaker":
+        return train_set, dev_set, None
+    prior, train_set, dev_set = speaker_norm(
+        train_set=train_set, dev_set=dev_set, spk_of=lambda key: (key[0], spk[key[1]]),
+        relevance=params["cmvn_relevance"], norm_k=params["norm_k"], seed=params["seed"])
+    return train_set, dev_set, {**prior, "norm_k": params["norm_k"]}
+
+
+def fit_in_memory(*, model, train_set, params, device, where):
+    """``fit`` with nothing written (no checkpoint, no resume): benchmarks and auxiliary models."""
+    loaders = build_loaders(dataset=train_set, dev_dataset=None, params=params, world=1, rank=0, collate=pad_collate)
+    state = new_state(params, len(loaders["train"]), run_identity({}))
+    fit(model=model, step_model=LossModule(model), optimizer=make_optimizer(model, params), loaders=loaders,
+        params=params, state=state, device=device, rank=0, fold_dir=None, where=where, save_model_fn=None)
+    return model
+
+
+@torch.no_grad()
+def posteriors(model, dataset, device, batch_size=64):
+    """[N, K] posteriors of a model on a dataset (N=1, eta 0: the decision of the recipe)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=pad_collate)
+    out = [model.predict(f.to(device), n.to(device), nsteps=1)["scores"].cpu() for f, n, _ in loader]
+    return torch.cat(out).numpy()
+
+
+def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3):
+    """(temperature, report) fitted on held-out training speakers, or (1.0, reason) where there
+    are fewer than 2 training speakers.
+
+    A model of the same configuration (``build()`` makes it) is trained on the training speakers
+    outside one inner group (1/``groups`` of them, genser.folds.inner_groups) and decodes the
+    held-out group clip by clip (the headline protocol); the temperature minimises the NLL of its
+    posteriors (genser.calibration.fit_temperature). The test fold is never read.
+    """
+    from genser.calibration import fit_temperature, nll, temperature_scale
+    from genser.folds import inner_groups
+
+    speakers = sorted({spk[u] for u in train_utts})
+    if len(speakers) < 2:
+        return 1.0, f"not calibrated: {len(speakers)} training speaker(s), none to hold out"
+    held = set(inner_groups(speakers, min(groups, len(speakers)), derive_seed(params["seed"], "calibrate"))[0])
+    fit_utts = [u for u in train_utts if spk[u] not in held]
+    val_utts = [u for u in train_utts if spk[u] in held]
+    train_set, _, norm = fold_datasets(sources=sources, train_utts=fit_utts, train_targets=[targets[u] for u in fit_utts],
+                                       dev_utts=[], dev_targets=[], spk=spk, norm_kind=norm_kind, params=params)
+    torch.manual_seed(derive_seed(params["seed"], "calibrate"))
+    model = fit_in_memory(model=build().to(device), train_set=train_set, params=params, device=device,
+                          where=f"{where}, calibration model")
+    val = protocol_dataset(FeatureDataset(sources[0], val_utts, [targets[u] for u in val_utts]), norm,
+                           spk.__getitem__, "clip", params["seed"])
+    probs = posteriors(model, val, device)
+    refs = np.array([targets[u] for u in val_utts])
+    t = fit_temperature(probs, refs)
+    report = (f"temperature {t:.3f} from {len(val_utts)} utterances of {len(held)} held-out training speaker(s) "
+              f"({' '.join(sorted(held))}): NLL {nll(probs, refs):.3f} -> {nll(temperature_scale(probs, t), refs):.3f}")
+    return t, report
 
 
 def protocol_dataset(base, norm_entry, spk_of, protocol, seed):

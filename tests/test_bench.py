@@ -95,6 +95,8 @@ def test_tuning_with_speed_perturbation_adds_copies_of_fit_utterances_only(monke
     feats = {u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}
     slow = {u: f + 1 for u, f in feats.items()}
     seen = []
+    from genser import trainer
+
     real = tune.FeatureDataset
 
     def spy(reader, items, targets):
@@ -102,6 +104,7 @@ def test_tuning_with_speed_perturbation_adds_copies_of_fit_utterances_only(monke
         return real(reader, items, targets)
 
     monkeypatch.setattr(tune, "FeatureDataset", spy)
+    monkeypatch.setattr(trainer, "FeatureDataset", spy)
     job = {"feats": feats, "perturbed": [slow], "speed_perturb": True, "targets": {u: i % 2 for i, u in enumerate(utts)},
            "labels": ["a", "b"], "seed": 0, "key": ("inner",), "model": "classifier", "train": {"epochs": 1},
            "model_conf": {"encoder": {"hidden": 8}}, "train_utts": utts[:6], "test_utts": utts[6:],

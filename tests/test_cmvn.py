@@ -1,6 +1,5 @@
 """genser.cmvn: per-speaker CMVN of a dump, its shrinkage, and the same normalisation of new audio."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -24,11 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genser import trainer
 from genser.bin.common import load_config, read_yaml, setup_logging
-from genser.checkpoint import save_model
+from genser.checkpoint import load_model, save_model
 from genser.cmvn import FEAT_NORMS, choose_feat_norm
 from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
-from genser.features import (FEATURE_KIND, FeatureDataset, FeatureReader, StackedReader, kind_differences,
+from genser.features import (FEATURE_KIND, FeatureReader, kind_differences,
                              model_layers, pad_collate, read_scp)
 from genser.fileio import atomic_write, read_identity, read_list, write_list
 from genser.folds import fold_split
@@ -90,6 +90,9 @@ def get_parser():
     p.add_argument("--norm_k", default=d["norm_k"],
                    help="unit sizes for the training speakers' moments, drawn per example and epoch: e.g. "
                         "'all' (all the speaker's clips), '1 all' (also the clip alone, as a test clip is)")
+    p.add_argument("--calibrate", default=d["calibrate"], choices=trainer.CALIBRATE,
+                   help="inner: fit the posteriors' temperature on held-out training speakers after training "
+                        "(one extra training on the others); none: temperature 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=0, help="torch threads per process (0: torch default)")
@@ -244,24 +247,17 @@ def run(params, fold, fold_dir, rank, world, device):
     if model.kind == "genser":  # the margin between codes bounds what the sampler can separate
         log.info("taxonomy codes, pairwise cosine:\n%s", format_cosine_matrix(model.taxonomy.codes, labels))
     hp = {k: getattr(params, k) for k in (*TRAIN_DEFAULTS, "seed")}
-    # Training items are (dump, utt): the utterance itself, then its speed-perturbed copies.
     sources = [reader, *perturbed]
-    train_items = [(i, u) for i in range(len(sources)) for u in split["train"]]
     if perturbed:
-        log.info("speed perturbation: %d training items (%d utterances x %d: factors 1 %s)", len(train_items),
-                 len(split["train"]), len(sources), " ".join(str(r.meta["speed"]) for r in perturbed))
-    train_set = FeatureDataset(StackedReader(sources), train_items, targets["train"] * len(sources))
-    dev_set = FeatureDataset(StackedReader([reader]), [(0, u) for u in split["dev"]], targets["dev"]) \
-        if split["dev"] else None
+        log.info("speed perturbation: %d training items (%d utterances x %d: factors 1 %s)",
+                 len(split["train"]) * len(sources), len(split["train"]), len(sources),
+                 " ".join(str(r.meta["speed"]) for r in perturbed))
+    spk = load_data_dir(params.data_dir).spk
     # extra["norm"] is the normalisation a model applies (absent: none; genser-infer reads it),
     # extra["feat_norm"] how the fold came to it.
-    norm = None
-    if norm_kind == "speaker":
-        spk = load_data_dir(params.data_dir).spk
-        prior, train_set, dev_set = trainer.speaker_norm(
-            train_set=train_set, dev_set=dev_set, spk_of=lambda key: (key[0], spk[key[1]]),
-            relevance=params.cmvn_relevance, norm_k=params.norm_k, seed=params.seed)
-        norm = {**prior, "norm_k": params.norm_k}
+    train_set, dev_set, norm = trainer.fold_datasets(
+        sources=sources, train_utts=split["train"], train_targets=targets["train"], dev_utts=split["dev"],
+        dev_targets=targets["dev"], spk=spk, norm_kind=norm_kind, params=hp)
     loaders = trainer.build_loaders(dataset=train_set, dev_dataset=dev_set, params=hp, world=world, rank=rank,
                                     collate=pad_collate)
     optimizer = trainer.make_optimizer(model, hp)
@@ -280,6 +276,16 @@ def run(params, fold, fold_dir, rank, world, device):
     keep = trainer.fit(model=model, step_model=step_model, optimizer=optimizer, loaders=loaders, params=hp,
                        state=state, device=device, rank=rank, fold_dir=fold_dir, where=f"fold {fold}",
                        save_model_fn=save)
+    if rank == 0 and params.calibrate == "inner":
+        model.temperature, report = trainer.calibrate_inner(
+            build=lambda: build_model(model_conf, labels=labels, input_dim=meta["dim"], num_layers=model_layers(meta)),
+            sources=sources, train_utts=split["train"] + split["dev"],
+            targets=dict(zip(split["train"] + split["dev"], targets["train"] + targets["dev"])), spk=spk,
+            norm_kind=norm_kind, params=hp, device=device, where=f"fold {fold}")
+        log.info("calibration: %s", report)
+        # read by the calibration study of stage 5 (genser.calibration_study.stored_temperature)
+        atomic_write(fold_dir / "calibration", f"temperature {model.temperature:.6f}\n{report}\n")
+        save(fold_dir / "model.pt", model, load_model(fold_dir / "model.pt")[1])
     if rank == 0:
         # read by scoring (genser.report.fold_norms): which normalisation each fold's model holds
         atomic_write(fold_dir / "feat_norm", f"{norm_kind} {dependence:.4f}\n")
