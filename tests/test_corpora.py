@@ -379,7 +379,7 @@ def run_data_sh(tmp_path, corpus, *args):
     for name in ("local", "utils", "path.sh", "db.sh"):
         os.symlink(REPO / "egs" / corpus / name, work / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "local/data.sh", *map(str, args)], cwd=work, env=env,
+    proc = subprocess.run(["bash", "local/data.sh", "--corpus", corpus, *map(str, args)], cwd=work, env=env,
                           capture_output=True, text=True, timeout=120)
     return proc, work / "data" / "all"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Gen-SER recipe: the stages shared by every corpus (ESPnet egs2/TEMPLATE idiom).
-# A corpus recipe is a thin run.sh that calls this script; only local/data.sh knows the corpus.
+# A corpus recipe is a thin run.sh that names its corpus (--corpus) and calls this script; only
+# stage 0 (local/data.sh, shared too) reads the corpus.
 #
 #   stage 0: data prep      local/data.sh               -> data/all (validated Kaldi data dir)
 #   stage 1: features       genser.bin.extract_feats    -> dump/<feat_tag>/feats.scp + feats.yaml
@@ -32,6 +33,7 @@ python=python3        # Python interpreter (path.sh puts the genser venv first o
 
 # Data options
 task=emotion          # Classification task: emotion | gender.
+corpus=               # The recipe's corpus, for local/data.sh (synth or a genser.bin.prepare_corpus corpus).
 corpus_dir=           # Corpus root, passed to local/data.sh as --corpus_dir when set.
 local_data_opts=      # Extra options for local/data.sh.
 data_dir=data/all     # Data directory written by stage 0.
@@ -155,7 +157,8 @@ show_failed_logs() {
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     log "Stage 0: data preparation (local/data.sh) -> ${data_dir}"
     # shellcheck disable=SC2086
-    local/data.sh ${corpus_dir:+--corpus_dir "${corpus_dir}"} ${local_data_opts}
+    local/data.sh --corpus "${corpus}" --data_dir "${data_dir}" ${corpus_dir:+--corpus_dir "${corpus_dir}"} \
+        ${local_data_opts}
     utils/validate_data_dir.sh "${data_dir}"
 fi
 
