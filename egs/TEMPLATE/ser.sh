@@ -76,7 +76,6 @@ Usage: $0 [options]
 HELP
 )
 
-log "$0 $*"
 # The command line without --stage/--stop_stage, for the resume script of stage 3.
 resume_args=()
 skip_next=false
@@ -88,7 +87,10 @@ for arg in "$@"; do
         *) resume_args+=("${arg}") ;;
     esac
 done
-. utils/parse_options.sh || exit 2
+. utils/parse_options.sh
+# The options in effect, each once with its final value: a recipe default that the user's option
+# overrides does not show (run.sh passes its defaults first).
+log "$0 ${options_given}${frontend_conf:+ (--frontend_conf replaces --frontend)}"
 if [ $# -gt 0 ]; then
     log "Error: unexpected argument(s): $* (options take the form --name value; see --help)"
     exit 2
