@@ -237,6 +237,12 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     for d in ${sp_dirs//,/ }; do require "${d}/feats.scp" 1; done
     require "${expdir}/labels.txt" 2
     [ "${feat_norm}" = auto ] && require "${expdir}/feat_norm.txt" 2
+    # Training runs the folds of folds.txt, which stage 2 made from --folds: another list is refused.
+    # shellcheck disable=SC2086
+    if [ "${folds}" != all ] && [ "$(printf '%s\n' ${folds} | sort)" != "$(sort "${expdir}/folds.txt")" ]; then
+        log "Error: --folds '${folds}' is not what stage 2 chose ($(paste -sd' ' "${expdir}/folds.txt")); run with --stage 2"
+        exit 2
+    fi
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
     {
