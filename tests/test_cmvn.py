@@ -8,7 +8,8 @@ import pytest
 from genser.bin import choose_norm
 from genser.bin import cmvn as cmvn_cli
 from genser.cmvn import Moments, label_dependence, normalize_dump, normalize_unit
-from genser.features import FeatureReader, read_meta, write_feats_dir
+from feature_fixtures import write_feats_dir
+from genser.features import FeatureReader, read_meta
 
 SPEAKERS = {"a": 2, "b": 5, "c": 1}  # utterances per speaker, uneven on purpose
 

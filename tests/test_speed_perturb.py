@@ -7,7 +7,8 @@ import yaml
 
 from genser.audio import AudioReader, speed_perturb, speed_ratio
 from genser.bin import extract_feats, train
-from genser.features import FeatureReader, write_feats_dir
+from feature_fixtures import write_feats_dir
+from genser.features import FeatureReader
 from test_extract import job_args, make_data, merge_args
 from test_train import fold_dir_of, make_experiment, train_args
 

@@ -15,11 +15,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+from feature_fixtures import write_feats_dir
 from genser import trainer
 from genser.bin import train
 from genser.config import merge
 from genser.datadir import write_data_dir
-from genser.features import write_feats_dir
 from genser.models import build_model
 
 LABELS = ["neutral", "happy", "angry", "sad"]
