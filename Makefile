@@ -1,6 +1,6 @@
 # genser: `make demo` runs the main recipe on the embedded synthetic corpus; `make test` runs the
-# fast tests (unit and small integration tests, a few minutes), `make check` all of them (also the
-# recipe end to end, DDP, the Slurm cluster when there is one, and the real corpora in ../shared).
+# fast tests (unit and small integration tests, ~1 min on 2 cores), `make check` all of them (also
+# the recipe end to end, DDP, the Slurm cluster when there is one, the real corpora in ../shared).
 # All install the environment on first use (tools/install.sh; a no-op afterwards).
 SHELL := /bin/bash
 
