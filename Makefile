@@ -1,5 +1,7 @@
-# genser: `make demo` runs the main recipe on the embedded synthetic corpus, `make test` runs the
-# test suite. Both install the environment on first use (tools/install.sh; a no-op afterwards).
+# genser: `make demo` runs the main recipe on the embedded synthetic corpus; `make test` runs the
+# fast tests (unit and small integration tests, ~1 min on 2 cores), `make check` all of them (also
+# the recipe end to end, DDP, the Slurm cluster when there is one, the real corpora in ../shared).
+# All install the environment on first use (tools/install.sh; a no-op afterwards).
 SHELL := /bin/bash
 
 # The python that tools/install.sh installs into (same order of choice as the script).
@@ -13,7 +15,7 @@ else
 PYTHON ?= tools/venv/bin/python
 endif
 
-.PHONY: install demo test bench
+.PHONY: install demo test check bench
 
 # Real data for `make bench` (bench/README.md): EmoDB and a whisper-base transformers folder.
 SHARED ?= ../shared
@@ -26,7 +28,13 @@ install:
 demo: install
 	cd egs/synth && ./run.sh
 
+# The markers of the heavy tests (tests/conftest.py), which `make test` leaves to `make check`.
+FAST ?= not (slow or recipe or ddp or slurm)
+
 test: install
+	$(PYTHON) -m pytest tests -q -m "$(FAST)"
+
+check: install
 	$(PYTHON) -m pytest tests -q
 
 bench: install

@@ -156,11 +156,14 @@ def main(argv=None):
 
 def render(results, seeds, args):
     conf = Path(args.config).read_text()
+    # Named from the repository root when it is inside, so that the report holds no machine path.
+    config = Path(args.config).resolve()
+    config = config.relative_to(HERE.parent) if config.is_relative_to(HERE.parent) else config
     lines = [machine_description(), "",
              f"EmoDB leave-one-speaker-out, {len(seeds)} seeds ({' '.join(map(str, seeds))}). Cells: mean over "
              "every (seed, fold) ± std over folds (std of the seed means in brackets); 'pooled' scores all "
              "folds' predictions together, averaged over seeds (the protocol of the LR floor, docs/METHOD.md §3.2).",
-             "", "Training configuration (" + args.config + "):", "", "```yaml", conf.strip(), "```", ""]
+             "", f"Training configuration ({config}):", "", "```yaml", conf.strip(), "```", ""]
     summary = {key: summarize_seeds(v) for key, v in results.items()}
     lines += ["## Gen-SER (N=1, eta=0) vs the classifier", "",
               "| frontend | task | system | UA | WA | macro-F1 | pooled UA |", "|---|---|---|---|---|---|---|"]

@@ -40,7 +40,7 @@ from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, wr
 from genser.audio import AudioReader, write_wav  # noqa: E402
 from genser.bin import extract_feats, infer  # noqa: E402
 from genser.bin.common import read_yaml  # noqa: E402
-from genser.datadir import load_data_dir, split_data_dir  # noqa: E402
+from genser.datadir import load_data_dir, read_audio, split_data_dir  # noqa: E402
 from genser.features import FeatureReader, model_layers, pad_collate, read_meta  # noqa: E402
 from genser.frontend import build_frontend, frontend_spec  # noqa: E402
 from genser.models import build_model  # noqa: E402
@@ -91,7 +91,7 @@ def bench_extraction(args, data, frontends, work):
     so the job is timed on a 16 kHz copy (the rate of the original corpus, and the bare forward's
     input) as well as on the 22.05 kHz copy."""
     data16 = resampled_copy(data, work)
-    utts = extract_feats.read_utts(data16)
+    utts = read_audio(data16)
     reader = AudioReader()
     wavs = [reader(u, *utts[u]) for u in utts]
     audio_s = sum(w.numel() for w in wavs) / 16000
@@ -138,7 +138,7 @@ def resampled_copy(data, work):
     if (out / "wav.scp").exists():
         return out
     reader, entries = AudioReader(), []
-    for utt, (path, start, end) in extract_feats.read_utts(data).items():
+    for utt, (path, start, end) in read_audio(data).items():
         wav_path = work / "wav16k" / f"{utt}.wav"
         wav_path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(wav_path, reader(utt, path, start, end), 16000)
@@ -201,7 +201,7 @@ def bench_heads(args, dump, utts, pooled=False):
 
 def bench_end_to_end(args, data, spec, dump, utts):
     """Utterances/s from wav files: read + resample, frontend, model (genser-infer's path)."""
-    paths = extract_feats.read_utts(data)
+    paths = read_audio(data)
     meta = read_meta(dump)
     frontend = build_frontend(spec)
     models = recipe_models(meta)

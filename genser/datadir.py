@@ -257,22 +257,49 @@ def load_data_dir(data_dir):
         p = data_dir / name
         kw[attr] = read_kv(p) if p.is_file() else {}
     kw["dur"] = {u: _float(v, u, data_dir / "utt2dur") for u, v in kw["dur"].items()}
-    segments = {}
-    if (data_dir / "segments").is_file():
-        seg_path = data_dir / "segments"
-        for utt, value in read_kv(seg_path).items():
-            parts = value.split()
-            if len(parts) != 3:
-                raise DataDirError(data_dir, [f"{seg_path}: utt {utt}: expected 'utt rec start end', "
-                                              f"got {utt} {value!r}"])
-            segments[utt] = (parts[0], _float(parts[1], utt, seg_path), _float(parts[2], utt, seg_path))
-    kw["segments"] = segments
+    kw["segments"] = _read_segments(data_dir)
     kw["label_lists"] = {attr: read_list(data_dir / f"labels.{attr}") for attr in LABELLED_ATTRS
                          if (data_dir / f"labels.{attr}").is_file()}
     known = set(UTT_FILES.values())
     kw["extra"] = {p.name[len("utt2"):]: read_kv(p) for p in sorted(data_dir.glob("utt2*"))
                    if p.is_file() and p.name not in known}
     return DataDir(**kw)
+
+
+def parse_segment(utt, value, path):
+    """(rec, start, end) of the line ``utt value`` of the segments file ``path``; an end < 0 means
+    the end of the recording, as in Kaldi. DataDirError names the file and utterance otherwise."""
+    path = Path(path)
+    parts = value.split()
+    if len(parts) != 3:
+        raise DataDirError(path.parent, [f"{path}: utt {utt}: expected 'utt rec start end', got {utt} {value!r}"])
+    start, end = _float(parts[1], utt, path), _float(parts[2], utt, path)
+    if start < 0 or 0 <= end <= start:
+        raise DataDirError(path.parent, [f"{path}: utt {utt}: bad times start={start} end={end}"])
+    return parts[0], start, end
+
+
+def _read_segments(data_dir):
+    """{utt: (rec, start, end)} of data_dir/segments; {} without one."""
+    path = Path(data_dir) / "segments"
+    if not path.is_file():
+        return {}
+    return {utt: parse_segment(utt, value, path) for utt, value in read_kv(path).items()}
+
+
+def read_audio(data_dir):
+    """{utt: (path, start, end)} in utterance order: wav.scp, cut by segments when the data dir has
+    them (start and end are None without). Needs only these two files (a split of the dir, say)."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "wav.scp").is_file():
+        raise DataDirError(data_dir, [f"{data_dir / 'wav.scp'}: missing (stage 0 makes it; "
+                                      f"utils/split_data.sh the splits)"])
+    data = DataDir(path=data_dir, wav=read_kv(data_dir / "wav.scp"), spk={},
+                   segments=_read_segments(data_dir))
+    try:
+        return {utt: data.audio(utt) for utt in sorted(data.segments or data.wav)}
+    except KeyError as exc:
+        raise DataDirError(data_dir, [exc.args[0]]) from None
 
 
 def _float(value, utt, path):

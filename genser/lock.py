@@ -2,7 +2,8 @@
 
 ``flock(2)`` on ``<dir>/.lock``: the kernel drops the lock when its holder exits, even on SIGKILL,
 so a stale lock file never blocks the next run. The file records who holds it, for the error of
-the run that is refused. ``utils/lock.sh`` takes the same lock from the shell (flock(1)).
+the run that is refused. ``lock_dir`` in egs/TEMPLATE/ser.sh takes the same lock from the shell
+(flock(1)).
 """
 import contextlib
 import fcntl

@@ -60,11 +60,11 @@ class SERModel(nn.Module):
                  f"input_dim and num_layers must be >= 1, got {input_dim}, {num_layers}")
         self.config, self.labels = config, labels
         self.input_dim, self.num_layers = int(input_dim), int(num_layers)
-        enc, feat = config["encoder"], config["featurizer"]
-        self.featurizer = Featurizer(self.num_layers, feat["layers"], feat["normalize"], dim=self.input_dim,
-                                     combine=feat["combine"])
-        self.encoder = FrameEncoder(self.featurizer.output_dim(self.input_dim), enc["hidden"], enc["layers"], enc["type"], enc["heads"],
-                                    enc["ff_mult"], enc["kernel"], enc["dropout"], enc["input_dropout"])
+        enc = config["encoder"]
+        # The config's sections name the layers' arguments (genser.config.DEFAULT_CONFIG, the one
+        # place for their defaults).
+        self.featurizer = Featurizer(self.num_layers, dim=self.input_dim, **config["featurizer"])
+        self.encoder = FrameEncoder(self.featurizer.output_dim(self.input_dim), **enc)
         self.pooling = build_pooling(config["pooling"], enc["hidden"])
         self.drop = nn.Dropout(enc["dropout"])
         # Temperature of the posteriors, fitted after training on held-out training speakers
@@ -174,8 +174,8 @@ class GenSERModel(SERModel):
         code_dim = self.taxonomy.dim
         # docs/METHOD.md §2.8 (initial sample): the speech-derived x1 is a learned projection into code space
         self.x1_proj = nn.Linear(hidden, code_dim)
-        self.denoiser = Denoiser(code_dim, hidden, den["hidden"], den["layers"], den["time_dim"],
-                                 den["ff_mult"], den["dropout"])
+        self.denoiser = Denoiser(code_dim, hidden, hidden=den["hidden"], layers=den["layers"],
+                                 time_dim=den["time_dim"], mult=den["ff_mult"], dropout=den["dropout"])
 
     def condition(self, feats, lengths, mix=None):
         """(x1, c, mask): x1 [B, Dc] (or [B, T, Dc] at frame level) and the matching condition."""

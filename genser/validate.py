@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from genser.datadir import GENDERS, LABELLED_ATTRS, UTT_FILES, DataDirError, spk2utt_of
+from genser.datadir import GENDERS, LABELLED_ATTRS, UTT_FILES, DataDirError, parse_segment, spk2utt_of
 
 
 def _scan(path, problems, nfields=None):
@@ -88,17 +88,12 @@ def validate_data_dir(data_dir, check_audio=False):
     if (data_dir / "segments").is_file():
         seg_path = data_dir / "segments"
         for utt, value in _scan(seg_path, problems, nfields=4).items():
-            parts = value.split()
-            if len(parts) != 3:
+            if len(value.split()) != 3:  # (reported by _scan)
                 continue
             try:
-                start, end = float(parts[1]), float(parts[2])
-            except ValueError:
-                problems.append(f"{seg_path}: utt {utt}: start/end not numbers: {value!r}")
-                continue
-            if start < 0 or (end >= 0 and end <= start):
-                problems.append(f"{seg_path}: utt {utt}: bad times start={start} end={end}")
-            segments[utt] = (parts[0], start, end)
+                segments[utt] = parse_segment(utt, value, seg_path)
+            except DataDirError as exc:
+                problems += exc.problems
         _diff_ids(utt2spk, segments, utt_name, str(seg_path), problems)
         for utt, (rec, _, _) in sorted(segments.items()):
             if rec not in wav:

@@ -18,8 +18,20 @@ def _shared():
     return Path(os.environ.get("GENSER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
+# `make test` deselects the tests of these markers (FAST in the Makefile); `make check` runs all.
+HEAVY_MARKERS = {
+    "slow": "takes more than a few seconds",
+    "recipe": "runs a recipe end to end (egs/synth through ser.sh)",
+    "ddp": "starts several training processes (torchrun, DDP)",
+    "slurm": "needs the one-node Slurm cluster of tests/slurm (root; skips without it)",
+}
+# The fixtures that make a test heavy by themselves: whoever uses one gets its marker.
+FIXTURE_MARKERS = {"trained_recipe": "recipe", "slurm": "slurm"}
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    for name, text in HEAVY_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
     config.addinivalue_line("markers", "corpus: reads a real corpus or model from ../shared")
     config.addinivalue_line("markers", "badinput: one case of the bad-input and reliability matrix")
     # Tests run small tensor ops: with several intra-op threads on a busy 2-core machine, OpenMP
@@ -27,6 +39,13 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(int(os.environ.get("GENSER_TEST_THREADS", "1")))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -237,7 +237,7 @@ def test_case7_full_disk_names_the_destination_and_leaves_no_temp(tmp_path, monk
 def test_case7_full_disk_while_writing_an_ark(tmp_path, monkeypatch):
     import kaldiio
 
-    from genser.features import write_feats_dir
+    from feature_fixtures import write_feats_dir
 
     def full(self, *_):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -276,7 +276,8 @@ def test_case8_copied_dump_reads_its_own_arks(tmp_path):
 
 
 def test_case8_old_absolute_scps_stay_readable(tmp_path):
-    from genser.features import FeatureReader, write_feats_dir
+    from feature_fixtures import write_feats_dir
+    from genser.features import FeatureReader
 
     feats = {"u1": np.ones((2, 1, 3), np.float32)}
     write_feats_dir(tmp_path / "dump", feats, {"pooling": "none"})

@@ -45,6 +45,7 @@ def test_cost_bench_writes_every_section(repo_dir, emodb_dir, tmp_path):
 
 
 @pytest.mark.corpus
+@pytest.mark.slow
 def test_cost_bench_sections_run_alone(repo_dir, emodb_dir, tmp_path):
     out = tmp_path / "cost_onnx.md"
     run_bench(repo_dir, "cost.py", "--emodb", emodb_dir, "--work", tmp_path / "work", "--repeats", "1",

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from genser.bin import cmvn as cmvn_cli
+from feature_fixtures import write_feats_dir
 from genser.cmvn import (Moments, SpeakerNorm, choose_feat_norm, draw_unit, fit_prior, key_rng, label_dependence,
                          normalize, normalize_dump, normalize_unit, parse_norm_k, parse_protocols, protocol_k,
                          utterance_moments)
-from genser.features import FeatureReader, read_meta, write_feats_dir
+from genser.features import FeatureReader, read_meta
 
 SPEAKERS = {"a": 2, "b": 5, "c": 1}  # utterances per speaker, uneven on purpose
 

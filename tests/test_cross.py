@@ -261,8 +261,8 @@ def test_score_matrix_compares_multi_with_single_and_hierarchy_with_flat(tmp_pat
     out = tmp_path / "RESULTS.md"
     assert score_matrix.main(["--exp_root", str(exp), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| feat | shared, flat | b | Gen-SER | 100.0 (a+c) | — | 50.0 (a) | +50.0 |" in text
-    assert "| feat | a+c → b | Gen-SER | 100.0 | 50.0 | -50.0 | — | — |" in text
+    assert "| feat | shared, flat | b | Gen-SER | 100.0 (a+c) | - | 50.0 (a) | +50.0 |" in text
+    assert "| feat | a+c → b | Gen-SER | 100.0 | 50.0 | -50.0 | - | - |" in text
 
 
 def test_score_matrix_without_cells_fails(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genser.datadir import ATTR_OF_TASK, DataDirError, load_data_dir, split_data_dir, write_data_dir
+from genser.datadir import ATTR_OF_TASK, DataDirError, load_data_dir, read_audio, split_data_dir, write_data_dir
 from genser.folds import fold_split, test_folds
 from genser.validate import validate_data_dir
 
@@ -58,6 +58,19 @@ def test_segments_roundtrip(tmp_path):
     assert data.audio("a_2") == ("/x/a.wav", 1.5, 3.0)
     validate_data_dir(d)
     assert data.subset(["a_1"]).segments == {"a_1": ("a", 0.0, 1.5)}
+    # The audio table of extraction, from wav.scp and segments alone: the one parser of both.
+    (d / "utt2spk").unlink()
+    assert read_audio(d) == {"a_1": ("/x/a.wav", 0.0, 1.5), "a_2": ("/x/a.wav", 1.5, 3.0)}
+    (d / "segments").write_text("a_1 a 0.0 1.5\na_2 b 1.5 3.0\n")
+    with pytest.raises(DataDirError, match="recording b of segments not in"):
+        read_audio(d)
+    for line, message in (("a_1 a 2.0 1.0", "bad times"), ("a_1 a x 1.0", "not a number"),
+                          ("a_1 a 0.0", "expected 'utt rec start end'")):
+        (d / "segments").write_text(line + "\n")
+        with pytest.raises(DataDirError, match=message):
+            read_audio(d)
+    (d / "segments").unlink()
+    assert read_audio(d) == {"a": ("/x/a.wav", None, None)}
 
 
 def test_write_rejects_bad_records(tmp_path):

@@ -7,8 +7,9 @@ import pytest
 import torch
 import yaml
 
+from feature_fixtures import write_feats_dir
 from genser.features import (ArkWriter, FeatureDataset, FeatureReader, from_matrix, load_all, pad_collate,
-                             read_meta, to_matrix, write_feats_dir, write_meta)
+                             read_meta, to_matrix, write_meta)
 
 
 def random_feats(n=3, L=2, D=4, seed=0):

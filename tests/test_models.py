@@ -46,15 +46,14 @@ def _repad(feats, lengths, value_seed=1):
 
 # ---------------------------------------------------------------- featurizer
 def test_featurizer_starts_with_equal_weights():
-    f = Featurizer(L, "all", normalize="none")
+    f = Featurizer(L, layers="all", normalize="none", combine="weighted")
     assert torch.equal(f.weights.data, torch.zeros(L))
     x = torch.randn(2, 4, L, D)
     assert torch.allclose(f(x), x.mean(2), atol=1e-6)
-    assert torch.allclose(f.layer_weights(), torch.full((L,), 1 / L))
 
 
 def test_featurizer_concat_keeps_every_standardised_layer():
-    f = Featurizer(L, "all", normalize="batch", dim=D, combine="concat")
+    f = Featurizer(L, layers="all", normalize="batch", dim=D, combine="concat")
     assert f.weights is None and f.output_dim(D) == L * D
     x = torch.randn(3, 5, L, D) * 4.0 + 2.0
     y = f.train()(x)
@@ -100,24 +99,24 @@ def test_mixup_mixes_gen_ser_targets_as_codes():
 
 def test_featurizer_selection_and_single_layer_passthrough():
     x = torch.randn(2, 4, L, D)
-    single = Featurizer(L, [1], normalize="none")
+    single = Featurizer(L, layers=[1], normalize="none", combine="weighted")
     assert single.weights is None
     assert torch.equal(single(x), x[:, :, 1])
-    two = Featurizer(L, [0, 2], normalize="none")
+    two = Featurizer(L, layers=[0, 2], normalize="none", combine="weighted")
     assert torch.allclose(two(x), (x[:, :, 0] + x[:, :, 2]) / 2, atol=1e-6)
-    assert torch.equal(Featurizer(1, "all", normalize="none")(x[:, :, :1]), x[:, :, 0])
+    assert torch.equal(Featurizer(1, layers="all", normalize="none", combine="weighted")(x[:, :, :1]), x[:, :, 0])
     for bad in ([3], [0, 0], [], [-1]):
         with pytest.raises(ValueError):
-            Featurizer(L, bad)
+            Featurizer(L, layers=bad, normalize="none", combine="weighted")
     with pytest.raises(ValueError):
         single(torch.randn(2, 4, L + 1, D))
 
 
 def test_featurizer_normalisation():
     x = torch.randn(4, 6, L, D) * 5 + 3
-    ln = Featurizer(L, [0], normalize="layer")(x)
+    ln = Featurizer(L, layers=[0], normalize="layer", combine="weighted")(x)
     assert torch.allclose(ln.mean(-1), torch.zeros(4, 6), atol=1e-5)
-    bn = Featurizer(L, [0], normalize="batch", dim=D)
+    bn = Featurizer(L, layers=[0], normalize="batch", combine="weighted", dim=D)
     bn.train()
     y = bn(x)
     assert torch.allclose(y.reshape(-1, D).mean(0), torch.zeros(D), atol=1e-5)
@@ -130,7 +129,7 @@ def test_featurizer_normalisation():
 @pytest.mark.parametrize("kind", ["transformer", "conv", "mlp"])
 def test_encoder_and_pooling_ignore_padding(kind):
     torch.manual_seed(0)
-    enc = FrameEncoder(D, hidden=16, layers=2, type=kind, heads=2).eval()
+    enc = FrameEncoder(D, **{**DEFAULT_CONFIG["encoder"], "hidden": 16, "layers": 2, "type": kind, "heads": 2}).eval()
     pools = [MeanPooling(), AttentivePooling(16)]
     x, lengths = torch.randn(5, 7, D), torch.tensor([7, 3, 1, 5, 2])
     mask = lengths_to_mask(lengths, 7)
@@ -227,7 +226,7 @@ def test_genser_generation_is_seeded():
 
 
 def test_denoiser_shapes():
-    den = Denoiser(code_dim=8, cond_dim=6, hidden=16, layers=2, time_dim=8)
+    den = Denoiser(code_dim=8, cond_dim=6, hidden=16, layers=2, time_dim=8, mult=2, dropout=0.1)
     t = torch.rand(3)
     assert den(torch.randn(3, 8), t, torch.randn(3, 6)).shape == (3, 8)
     assert den(torch.randn(3, 5, 8), t, torch.randn(3, 5, 6)).shape == (3, 5, 8)
@@ -300,9 +299,6 @@ def _train_toy(conf, steps=150, seed=0):
     return model, (xte, lte, yte)
 
 
-TOY_ACCURACY = {}
-
-
 @pytest.mark.parametrize("conf,nsteps", [
     ({"model": "genser"}, 1),
     ({"model": "genser"}, 3),
@@ -311,7 +307,6 @@ TOY_ACCURACY = {}
 def test_models_learn_toy_clusters(conf, nsteps):
     model, (xte, lte, yte) = _train_toy(conf)
     acc = (model.predict(xte, lte, nsteps=nsteps)["pred"] == yte).float().mean().item()
-    TOY_ACCURACY[f"{conf['model']} nsteps={nsteps}"] = acc
     print(f"toy accuracy {conf['model']} nsteps={nsteps}: {acc:.4f}")
     assert acc > 0.95
 
@@ -333,7 +328,7 @@ def test_checkpoint_round_trip(tmp_path, conf):
     save_model(path, model, extra={"epoch": 3, "dev_ua": 0.5})
     assert os.listdir(tmp_path) == ["model.pt"]  # no temp file left behind
     loaded, extra = load_model(path)
-    assert extra == {"epoch": 3, "dev_ua": 0.5}
+    assert extra == {"epoch": 3, "dev_ua": 0.5, "temperature": 1.0}
     assert loaded.kind == model.kind and loaded.labels == LABELS and loaded.config == model.config
     assert not loaded.training
     for nsteps in (1, 3):
@@ -342,6 +337,23 @@ def test_checkpoint_round_trip(tmp_path, conf):
         assert torch.equal(a["pred"], b["pred"]) and torch.equal(a["scores"], b["scores"])
     ckpt = torch.load(path, weights_only=True)
     assert {"config", "labels", "input_dim", "num_layers", "state_dict", "extra"} <= set(ckpt)
+    # a calibrated model: the temperature travels with it and rescales the posteriors exactly
+    # (softmax(z / T)), never the decision
+    model.temperature = 2.5
+    save_model(path, model)
+    loaded, extra = load_model(path)
+    assert loaded.temperature == 2.5 and extra["temperature"] == 2.5
+    for nsteps in (1, 3):
+        hot, cold = model.predict(feats, lengths, nsteps=nsteps), loaded.predict(feats, lengths, nsteps=nsteps)
+        assert torch.equal(hot["pred"], cold["pred"])
+        expect = torch.softmax(torch.log(b["scores"]) / 2.5, dim=-1) if nsteps == 3 else None
+        if expect is not None:
+            assert torch.allclose(cold["scores"], expect, atol=1e-5)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["extra"]["temperature"] = -1.0
+    torch.save(ckpt, path)
+    with pytest.raises(ModelError, match="temperature must be a positive number"):
+        load_model(path)
 
 
 def test_checkpoint_of_the_metric_era_loads(tmp_path):

@@ -25,3 +25,19 @@ def test_relative_links_resolve():
     assert links
     missing = [link for link in links if not (README.parent / link).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_quick_start_commands_are_make_targets():
+    """The `make X` lines that open the README are targets of the Makefile, and what `make test`
+    leaves out is the set of heavy markers that tests/conftest.py declares."""
+    from conftest import HEAVY_MARKERS
+
+    text = README.read_text()
+    block = re.search(r"## Quick start\n\n```bash\n(.*?)```", text, re.S).group(1)
+    commands = re.findall(r"^make (\w+)", block, re.M)
+    assert commands[:3] == ["demo", "test", "check"]
+    makefile = (README.parent / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    assert set(commands) <= targets
+    fast = re.search(r"^FAST \?= not \((.*)\)$", makefile, re.M).group(1)
+    assert set(fast.split(" or ")) == set(HEAVY_MARKERS)

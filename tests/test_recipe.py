@@ -198,6 +198,7 @@ def test_genser_infer_classifies_wav_files(trained_recipe):
     assert len(lines) == 3
 
 
+@pytest.mark.recipe
 def test_speed_perturbation_and_speaker_cmvn_inside_the_model(tmp_path):
     recipe = make_recipe(tmp_path)
     result = run_recipe(recipe, *SMALL, "--speed_perturb_factors", "0.9 1.0 1.1", "--feat_norm", "speaker",

@@ -140,6 +140,36 @@ def test_oracle_tm_sampler_lands_on_x0(name, nsteps):
     assert torch.equal(torch.stack([c[0] for c in oracle.calls]), expect_t)
 
 
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_oracle_tm_sampler_follows_the_path(name, eta):
+    """Every intermediate state of the oracle run lies on the path: x_u = mean_u(x0) + s(u) n_u.
+
+    With x0_hat = x0, a state x_t = mean_t(x0) + s(t) n_t gives back eps_hat = n_t, so the unit
+    noise n carries from step to step: n = 0 at t=1 (s(1) = 0: x1 holds no noise), a fresh draw
+    z where s(t) = 0 and eta > 0, then n_u = sqrt(1 - eta^2) n_t + eta z. The draws are replayed
+    from the same seed. Only the intermediate states see to_eps; the last one (s(0) = 0) does not.
+    """
+    sched = SCHEDULES[name]
+    x0, x1 = _data(shape=(4, 3, 8))
+    nsteps = 6
+    _, steps = trajectory(sample_tm, Oracle(x0), x1, time_grid(nsteps), sched, eta=eta,
+                          generator=torch.Generator().manual_seed(5))
+    replay = torch.Generator().manual_seed(5)
+    draw = lambda: torch.randn(x0.shape, generator=replay)  # noqa: E731
+    noise = torch.zeros_like(x0)
+    assert len(steps) == nsteps
+    for step in steps:
+        t, u = step["t"], step["u"]
+        if sched.std(u) > 0 and eta > 0:
+            if sched.std(t) == 0:
+                noise = draw()
+            noise = math.sqrt(1 - eta**2) * noise + eta * draw()
+        expect = path_mean(x0, x1, sched.mean(u)) + sched.std(u) * noise
+        assert torch.allclose(step["x"], expect, atol=1e-5, rtol=0), (name, eta, u)
+        assert torch.equal(step["x0_hat"], x0)
+
+
 def test_one_step_is_one_call_at_t1():
     x0, x1 = _data()
     oracle = Oracle(x0)
@@ -221,8 +251,8 @@ def test_euler_exact_only_on_linear_path():
 def test_sampler_errors_and_registry():
     x0, x1 = _data()
     sched = build_schedule()
-    with pytest.raises(ValueError):
-        sample_tm(Oracle(x0), x1, time_grid(0), sched)
+    with pytest.raises(ValueError, match="ts must be a 1-D"):  # (time_grid(0) raises itself)
+        sample_tm(Oracle(x0), x1, time_grid(2)[None], sched)
     with pytest.raises(ValueError):
         sample_tm(Oracle(x0), x1, time_grid(2), sched, eta=1.5)
     with pytest.raises(ValueError, match="shape"):

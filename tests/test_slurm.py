@@ -171,7 +171,7 @@ def test_orphaned_task_does_not_end_the_next_runs_log(tmp_path, slurm):
 
 def test_synth_recipe_through_slurm_matches_run_pl(tmp_path, slurm, monkeypatch):
     # The smallest corpus that still has two folds, one model: the recipe's cost is mostly
-    # process start-up, so this is the end-to-end check, not a benchmark (bench/slurm.sh is).
+    # process start-up, so this is the end-to-end check, not a benchmark (bench/slurm.py is).
     args = ["--local_data_opts", "--num_speakers 4 --utts_per_class 2 --num_folds 2",
             "--train_args", "--epochs 2", "--models", "genser", "--nsteps", "1"]
     results = {}

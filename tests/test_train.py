@@ -15,11 +15,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+from feature_fixtures import write_feats_dir
 from genser import trainer
 from genser.bin import train
 from genser.config import merge
 from genser.datadir import write_data_dir
-from genser.features import write_feats_dir
 from genser.models import build_model
 
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -59,6 +59,7 @@ def _ddp_step(rank, world, port, kind, out):
 
 
 @pytest.mark.parametrize("kind", ["genser", "classifier"])
+@pytest.mark.ddp
 def test_ddp_parameters_agree_after_a_step(kind, tmp_path):
     out = tmp_path / "params.npy"
     mp.spawn(_ddp_step, args=(2, free_port(), kind, str(out)), nprocs=2, join=True)
@@ -216,6 +217,7 @@ def _checkpoint_epoch(path):
 
 
 @pytest.mark.badinput
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     """Case 1 of the reliability matrix: a killed and resumed training is byte-identical."""
     from genser.bin import decode
@@ -264,6 +266,7 @@ def test_unknown_label_names_utterance_and_file(tmp_path):
         train.main(train_args(root, "--epochs", "1"))
 
 
+@pytest.mark.ddp
 def test_torchrun_two_processes(tmp_path):
     root = make_experiment(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1")

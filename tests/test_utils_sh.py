@@ -67,6 +67,35 @@ def test_parse_options_config_and_help(script, tmp_path):
     assert '"false"' in lines["--use_gpu"] and "# Train on the GPU." in lines["--use_gpu"]
 
 
+def test_parse_options_help_continuations_and_internal_variables(tmp_path):
+    """A description continued on indented comment lines is printed whole; the variables set
+    after the block of options (the script's own state) are neither listed nor settable."""
+    path = tmp_path / "t.sh"
+    path.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        factors=        # Speed factors, e.g. "0.9 1.1":
+                        # one dump per factor.
+        models="a b"    # Models.
+        help_message="Usage: t.sh"
+        echo starting
+        internal=false
+        . {UTILS}/parse_options.sh
+        echo "$options_given"
+    """))
+    path.chmod(0o755)
+    res = sh([str(path), "--help"], tmp_path, check=True)
+    lines = res.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  --factors"))
+    assert lines[first + 1].strip() == "# one dump per factor."
+    assert lines[first + 1].index("#") == lines[first].index("#")
+    assert "internal" not in res.stdout
+    res = sh([str(path), "--internal", "true"], tmp_path)
+    assert res.returncode != 0 and "invalid option --internal" in res.stderr
+    res = sh([str(path), "--models", "x", "--factors", "0.9 1.1", "--models", "c d"], tmp_path, check=True)
+    assert res.stdout.splitlines()[-1] == r"--models c\ d --factors 0.9\ 1.1"
+
+
 # ---- run.pl --------------------------------------------------------------------------------
 def test_run_pl_array_success_and_logs(tmp_path):
     res = sh([str(UTILS / "run.pl"), "JOB=1:3", "log/echo.JOB.log", "echo", "job", "JOB", "a b", "|",

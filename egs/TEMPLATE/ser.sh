@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Gen-SER recipe: the stages shared by every corpus (ESPnet egs2/TEMPLATE idiom).
-# A corpus recipe is a thin run.sh that calls this script; only local/data.sh knows the corpus.
+# A corpus recipe is a thin run.sh that names its corpus (--corpus) and calls this script; only
+# stage 0 (local/data.sh, shared too) reads the corpus.
 #
 #   stage 0: data prep      local/data.sh               -> data/all (validated Kaldi data dir)
 #   stage 1: features       genser.bin.extract_feats    -> dump/<feat_tag>/feats.scp + feats.yaml
@@ -32,6 +33,7 @@ python=python3        # Python interpreter (path.sh puts the genser venv first o
 
 # Data options
 task=emotion          # Classification task: emotion | gender.
+corpus=               # The recipe's corpus, for local/data.sh (synth or a genser.bin.prepare_corpus corpus).
 corpus_dir=           # Corpus root, passed to local/data.sh as --corpus_dir when set.
 local_data_opts=      # Extra options for local/data.sh.
 data_dir=data/all     # Data directory written by stage 0.
@@ -78,7 +80,6 @@ Usage: $0 [options]
 HELP
 )
 
-log "$0 $*"
 # The command line without --stage/--stop_stage, for the resume script of stage 3.
 resume_args=()
 skip_next=false
@@ -90,7 +91,10 @@ for arg in "$@"; do
         *) resume_args+=("${arg}") ;;
     esac
 done
-. utils/parse_options.sh || exit 2
+. utils/parse_options.sh
+# The options in effect, each once with its final value: a recipe default that the user's option
+# overrides does not show (run.sh passes its defaults first).
+log "$0 ${options_given}${frontend_conf:+ (--frontend_conf replaces --frontend)}"
 if [ $# -gt 0 ]; then
     log "Error: unexpected argument(s): $* (options take the form --name value; see --help)"
     exit 2
@@ -156,7 +160,8 @@ show_failed_logs() {
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
     log "Stage 0: data preparation (local/data.sh) -> ${data_dir}"
     # shellcheck disable=SC2086
-    local/data.sh ${corpus_dir:+--corpus_dir "${corpus_dir}"} ${local_data_opts}
+    local/data.sh --corpus "${corpus}" --data_dir "${data_dir}" ${corpus_dir:+--corpus_dir "${corpus_dir}"} \
+        ${local_data_opts}
     utils/validate_data_dir.sh "${data_dir}"
 fi
 
@@ -210,6 +215,12 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     require "${raw_dir}/feats.scp" 1
     for d in ${sp_dirs//,/ }; do require "${d}/feats.scp" 1; done
     require "${expdir}/labels.txt" 2
+    # Training runs the folds of folds.txt, which stage 2 made from --folds: another list is refused.
+    # shellcheck disable=SC2086
+    if [ "${folds}" != all ] && [ "$(printf '%s\n' ${folds} | sort)" != "$(sort "${expdir}/folds.txt")" ]; then
+        log "Error: --folds '${folds}' is not what stage 2 chose ($(paste -sd' ' "${expdir}/folds.txt")); run with --stage 2"
+        exit 2
+    fi
     log "Stage 3: training (${models}) on folds $(tr '\n' ' ' < "${expdir}/folds.txt")-> ${expdir}"
     # Resume script, as ESPnet writes one: re-running it continues from the last checkpoint.
     {

@@ -10,6 +10,7 @@ set -o pipefail
 corpus_dir=${CREMAD:-downloads/CREMA-D}
 
 ./ser.sh \
+    --corpus cremad \
     --corpus_dir "${corpus_dir}" \
     --local_data_opts "--fold_file local/folds.txt" \
     --frontend fbank_no_cmvn \

@@ -14,6 +14,7 @@ if [ -z "${CUSTOM_CSV:-}" ] && ! printf '%s\n' "$@" | grep -q -- '^--corpus_dir'
 fi
 
 ./ser.sh \
+    --corpus custom \
     ${CUSTOM_CSV:+--corpus_dir "${CUSTOM_CSV}"} \
     --frontend fbank_no_cmvn \
     --models "genser classifier" \

@@ -12,6 +12,7 @@ set -o pipefail
 corpus_dir=${EMODB:-downloads/emodb}
 
 ./ser.sh \
+    --corpus emodb \
     --corpus_dir "${corpus_dir}" \
     --frontend fbank_no_cmvn \
     --models "genser classifier" \

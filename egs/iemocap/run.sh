@@ -11,6 +11,7 @@ set -o pipefail
 corpus_dir=${IEMOCAP:-downloads/IEMOCAP_full_release}
 
 ./ser.sh \
+    --corpus iemocap \
     --corpus_dir "${corpus_dir}" \
     --local_data_opts "--classes 4" \
     --frontend fbank_no_cmvn \

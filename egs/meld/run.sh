@@ -10,6 +10,7 @@ set -o pipefail
 corpus_dir=${MELD:-downloads/MELD.Raw}
 
 ./ser.sh \
+    --corpus meld \
     --corpus_dir "${corpus_dir}" \
     --folds test \
     --frontend fbank_no_cmvn \

@@ -12,6 +12,7 @@ set -o pipefail
 corpus_dir=${RAVDESS:-downloads/ravdess}
 
 ./ser.sh \
+    --corpus ravdess \
     --corpus_dir "${corpus_dir}" \
     --frontend fbank_no_cmvn \
     --models "genser classifier" \

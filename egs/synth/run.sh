@@ -8,6 +8,7 @@
 set -euo pipefail
 
 ./ser.sh \
+    --corpus synth \
     --nj 2 \
     --train_nj 2 \
     --frontend fbank_no_cmvn \

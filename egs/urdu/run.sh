@@ -11,6 +11,7 @@ set -o pipefail
 corpus_dir=${URDU:-../../../shared/corpora/urdu}
 
 ./ser.sh \
+    --corpus urdu \
     --corpus_dir "${corpus_dir}" \
     --frontend fbank_no_cmvn \
     --models "genser classifier" \

@@ -4,23 +4,11 @@ import logging
 import sys
 from pathlib import Path
 
+# The option types live in the library (the corpus preparers declare options too); the CLIs
+# import them from here with the other helpers.
+from genser.options import str2bool, str_or_none  # noqa: F401
+
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-
-
-def str2bool(value):
-    """ESPnet-style boolean option (argparse type): only "true"/"false", in any case, as
-    utils/parse_options.sh accepts them."""
-    if isinstance(value, bool):
-        return value
-    low = str(value).strip().lower()
-    if low not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-    return low == "true"
-
-
-def str_or_none(value):
-    """argparse type: the string, or None for none/null/empty."""
-    return None if value is None or str(value).strip().lower() in ("", "none", "null") else str(value)
 
 
 def read_yaml(path):

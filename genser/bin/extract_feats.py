@@ -23,6 +23,7 @@ import yaml
 
 from genser.audio import AudioReader, speed_perturb, speed_ratio
 from genser.bin.common import load_config, setup_logging, str_or_none
+from genser.datadir import read_audio
 from genser.features import (DTYPES, POOLINGS, ArkWriter, check_finite, stack_layers, to_matrix,
                              write_meta)
 from genser.fileio import atomic_open, atomic_write, read_kv
@@ -100,24 +101,6 @@ def parse_layers(layers, num_layers):
     return sorted(keep)
 
 
-def read_utts(data_dir):
-    """{utt: (path, start, end)} from wav.scp and, if present, segments."""
-    data_dir = Path(data_dir)
-    if not (data_dir / "wav.scp").is_file():
-        raise FileNotFoundError(f"{data_dir / 'wav.scp'} is missing (stage 0 makes it; split_data.sh the splits)")
-    wav = read_kv(data_dir / "wav.scp")
-    if not (data_dir / "segments").is_file():
-        return {utt: (path, None, None) for utt, path in sorted(wav.items())}
-    out = {}
-    for utt, value in sorted(read_kv(data_dir / "segments").items()):
-        parts = value.split()
-        if len(parts) != 3 or parts[0] not in wav:
-            raise ValueError(f"{data_dir / 'segments'}: utt {utt}: expected 'utt rec start end' with rec in "
-                             f"wav.scp, got {value!r}")
-        out[utt] = (wav[parts[0]], float(parts[1]), float(parts[2]))
-    return out
-
-
 def fingerprint(utts):
     """A short hash of the job's utterances and audio paths (a changed split redoes the job)."""
     text = "".join(f"{u} {p} {s} {e}\n" for u, (p, s, e) in sorted(utts.items()))
@@ -140,7 +123,7 @@ def job_paths(out_dir, job):
 
 # ---------------------------------------------------------------------------------------------
 def run_job(args):
-    utts = read_utts(args.data_dir)
+    utts = read_audio(args.data_dir)
     if not utts:
         raise ValueError(f"{args.data_dir}: no utterances")
     out_dir = Path(args.out_dir)
@@ -259,7 +242,7 @@ def check_jobs_agree(out_dir, metas):
 
 
 def check_coverage(data_dir, out_dir, entries):
-    utts = set(read_utts(data_dir))
+    utts = set(read_audio(data_dir))
     missing = sorted(utts - set(entries))
     if missing:
         raise RuntimeError(f"{len(missing)} utts of {data_dir} have no features in {out_dir} (e.g. "

@@ -13,7 +13,6 @@ import logging
 import re
 from pathlib import Path
 
-from genser.bin.common import str2bool
 from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, assign_speaker_folds,
                                  finalize, read_fold_file)
 
@@ -68,7 +67,6 @@ def make_folds(spk2gender, num_folds=NUM_FOLDS, seed=SEED):
 
 def prepare(corpus_dir, data_dir, fold_file=None, allow_incomplete=False, expected=None):
     """Writes the CREMA-D data dir; returns the records."""
-    allow_incomplete = str2bool(allow_incomplete)
     corpus_dir = Path(corpus_dir)
     wav_dir, demo = corpus_dir / "AudioWAV", corpus_dir / "VideoDemographics.csv"
     for need in (wav_dir, demo):

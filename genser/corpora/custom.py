@@ -15,7 +15,6 @@ import logging
 import re
 from pathlib import Path
 
-from genser.bin.common import str2bool
 from genser.corpora.base import (GENDER_LABELS, CorpusError, abspath, assign_speaker_folds,
                                  finalize, kaldi_id, missing_files)
 
@@ -106,7 +105,6 @@ def check_row(row, fields, label_set):
 def prepare(corpus_dir=None, data_dir=None, csv=None, labels=None, num_folds=5, seed=0,
             allow_incomplete=False, expected=None):
     """Writes a data dir from a CSV/TSV list; returns the records."""
-    allow_incomplete = str2bool(allow_incomplete)
     path = Path(csv or corpus_dir or "")
     if not path.is_file():
         raise CorpusError(f"{NAME}: list {csv or corpus_dir or '(none given)'} not found; pass --csv FILE "

@@ -8,7 +8,7 @@ import logging
 import re
 from pathlib import Path
 
-from genser.bin.common import str2bool
+from genser.options import str2bool
 from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, download_and_unzip, finalize
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def prepare(corpus_dir, data_dir, allow_incomplete=False, expected=None, downloa
     """Writes the EmoDB data dir (first fetching the archive with ``download``); returns the records."""
     corpus_dir = Path(corpus_dir)
     wav_dir = corpus_dir / "wav"
-    if not wav_dir.is_dir() and str2bool(download):
+    if not wav_dir.is_dir() and download:
         archive = download_and_unzip(NAME, download_url, corpus_dir)
         if not wav_dir.is_dir():
             raise CorpusError(f"{NAME}: {archive} has no wav/ folder; is {download_url} the EmoDB archive?")
@@ -75,4 +75,4 @@ def prepare(corpus_dir, data_dir, allow_incomplete=False, expected=None, downloa
                         "gender": SPEAKER_GENDER[spk], "fold": spk})
     labels = {"emo": LABELS, "gender": GENDER_LABELS}
     return finalize(NAME, corpus_dir, data_dir, records, labels,
-                    EXPECTED if expected is None else expected, str2bool(allow_incomplete))
+                    EXPECTED if expected is None else expected, allow_incomplete)

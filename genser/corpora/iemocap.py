@@ -17,7 +17,6 @@ import logging
 import re
 from pathlib import Path
 
-from genser.bin.common import str2bool
 from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, finalize, missing_files
 
 logger = logging.getLogger(__name__)
@@ -84,7 +83,6 @@ def prepare(corpus_dir, data_dir, classes=4, allow_incomplete=False, expected=No
     classes = int(classes)
     if classes not in CLASS_SETUPS:
         raise ValueError(f"{NAME}: classes must be one of {sorted(CLASS_SETUPS)}, got {classes}")
-    allow_incomplete = str2bool(allow_incomplete)
     labels, code_map = CLASS_SETUPS[classes]
     root = find_root(corpus_dir)
     records, missing = [], []

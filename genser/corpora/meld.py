@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from genser.bin.common import str2bool
+from genser.options import str2bool
 from genser.corpora.base import CorpusError, abspath, finalize, kaldi_id, missing_files
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,6 @@ def locate_audio(root, audio_dir, rows, drop, allow_incomplete, nj):
 def prepare(corpus_dir, data_dir, audio_dir=None, drop_known_bad=True, nj=4,
             allow_incomplete=False, expected=None):
     """Writes the MELD data dir (official splits as folds); returns the records."""
-    allow_incomplete = str2bool(allow_incomplete)
     root = find_root(corpus_dir)
     audio_dir = Path(audio_dir) if audio_dir else Path(data_dir).parent / "meld_audio"
     rows = []
@@ -192,7 +191,7 @@ def prepare(corpus_dir, data_dir, audio_dir=None, drop_known_bad=True, nj=4,
             raise CorpusError(f"{NAME}: {row['csv']}:{row['line']}: dialogue/utterance "
                               f"{row['key'][1]}/{row['key'][2]} repeats line {seen[row['key']]}")
         seen[row["key"]] = row["line"]
-    drop = set(KNOWN_BAD) if str2bool(drop_known_bad) else set()
+    drop = set(KNOWN_BAD) if drop_known_bad else set()
     for key in sorted(drop & set(seen)):
         logger.info("%s: dropping %s dia%d_utt%d: %s", NAME, *key, KNOWN_BAD[key])
     if expected is None:

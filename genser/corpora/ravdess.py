@@ -14,7 +14,7 @@ import logging
 import re
 from pathlib import Path
 
-from genser.bin.common import str2bool
+from genser.options import str2bool
 from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, download_and_unzip, finalize
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,9 @@ def parse_name(path, dir_actor):
 def prepare(corpus_dir, data_dir, include_song=False, allow_incomplete=False, expected=None,
             download=False, download_url=DOWNLOAD_URL):
     """Writes the RAVDESS data dir (first fetching the zips with ``download``); returns the records."""
-    include_song = str2bool(include_song)
     corpus_dir = Path(corpus_dir)
     have = any(p.is_dir() for p in [*corpus_dir.glob("Actor_*"), *corpus_dir.glob("*/Actor_*")])
-    if not have and str2bool(download):
+    if not have and download:
         for kind in ("speech", "song") if include_song else ("speech",):
             zip_name = ZIPS[kind]
             download_and_unzip(NAME, f"{download_url}/{zip_name}", corpus_dir,
@@ -117,4 +116,4 @@ def prepare(corpus_dir, data_dir, include_song=False, allow_incomplete=False, ex
                             "gender": "m" if actor % 2 else "f", "fold": fold_of(actor)})
     return finalize(NAME, corpus_dir, data_dir, records, {"emo": LABELS, "gender": GENDER_LABELS},
                     expected_counts(include_song) if expected is None else expected,
-                    str2bool(allow_incomplete))
+                    allow_incomplete)

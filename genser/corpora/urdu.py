@@ -20,7 +20,6 @@ import logging
 import re
 from pathlib import Path
 
-from genser.bin.common import str2bool
 from genser.corpora.base import GENDER_LABELS, CorpusError, abspath, balanced_speaker_folds, finalize
 
 logger = logging.getLogger(__name__)
@@ -90,5 +89,4 @@ def prepare(corpus_dir, data_dir, allow_incomplete=False, expected=None, num_fol
         if int(num_folds) != NUM_FOLDS:  # fold sizes are only published for the default
             expected.pop("fold")
     labels = {"emo": LABELS, "gender": GENDER_LABELS}
-    return finalize(NAME, corpus_dir, data_dir, records, labels, expected,
-                    str2bool(allow_incomplete))
+    return finalize(NAME, corpus_dir, data_dir, records, labels, expected, allow_incomplete)

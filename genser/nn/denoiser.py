@@ -39,14 +39,14 @@ class Denoiser(nn.Module):
         hidden: width; layers: number of AdaLN blocks; time_dim: sinusoidal embedding dim.
     """
 
-    def __init__(self, code_dim, cond_dim, hidden=256, layers=2, time_dim=64, mult=2, dropout=0.1):
+    def __init__(self, code_dim, cond_dim, *, hidden, layers, time_dim, mult, dropout):
         super().__init__()
         self.time_embed = SinusoidalEmbedding(time_dim)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.cond_proj = nn.Linear(cond_dim, hidden)
         self.in_proj = nn.Linear(code_dim, hidden)
         self.cond_in = nn.Linear(cond_dim, hidden)
-        self.blocks = nn.ModuleList(AdaLNBlock(hidden, mult, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(AdaLNBlock(hidden, mult=mult, dropout=dropout) for _ in range(layers))
         self.out_norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, code_dim)
 

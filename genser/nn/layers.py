@@ -65,12 +65,12 @@ class Featurizer(nn.Module):
 
     Example::
 
-        >>> f = Featurizer(num_layers=3, layers="all", normalize="layer", dim=8)
+        >>> f = Featurizer(num_layers=3, layers="all", normalize="layer", combine="weighted", dim=8)
         >>> f(torch.randn(2, 5, 3, 8)).shape
         torch.Size([2, 5, 8])
     """
 
-    def __init__(self, num_layers, layers="all", normalize="batch", dim=None, momentum=0.05, combine="weighted"):
+    def __init__(self, num_layers, *, layers, normalize, combine, dim=None, momentum=0.05):
         super().__init__()
         if combine not in COMBINE_MODES:
             raise ValueError(f"featurizer.combine must be one of {COMBINE_MODES}, got {combine!r}")
@@ -100,12 +100,6 @@ class Featurizer(nn.Module):
     def output_dim(self, dim):
         """Feature dim of the output for input layers of dim ``dim``."""
         return dim * len(self.selection) if self.combine == "concat" else dim
-
-    def layer_weights(self):
-        """Softmax weights over the selected layers (a 1-element tensor for a single layer)."""
-        if self.weights is None:
-            return torch.ones(1)
-        return torch.softmax(self.weights.detach(), dim=0)
 
     def _batch_stats(self, x, mask):
         """Per-(layer, dim) mean and variance [L', D] to normalise with, updating the running ones.
@@ -262,8 +256,7 @@ class FrameEncoder(nn.Module):
         layers: number of blocks (0: projection only).
     """
 
-    def __init__(self, input_dim, hidden=128, layers=1, type="transformer", heads=4, ff_mult=2, kernel=5,
-                 dropout=0.1, input_dropout=0.1):
+    def __init__(self, input_dim, *, hidden, layers, type, heads, ff_mult, kernel, dropout, input_dropout):
         super().__init__()
         if type not in ENCODER_TYPES:
             raise ValueError(f"encoder.type must be one of {ENCODER_TYPES}, got {type!r}")
@@ -274,10 +267,10 @@ class FrameEncoder(nn.Module):
         self.ffs = nn.ModuleList()
         for _ in range(layers):
             if type == "transformer":
-                self.mixers.append(SelfAttention(hidden, heads, dropout))
+                self.mixers.append(SelfAttention(hidden, heads=heads, dropout=dropout))
             elif type == "conv":
-                self.mixers.append(ConvBranch(hidden, kernel, dropout))
-            self.ffs.append(FeedForward(hidden, ff_mult, dropout))
+                self.mixers.append(ConvBranch(hidden, kernel=kernel, dropout=dropout))
+            self.ffs.append(FeedForward(hidden, mult=ff_mult, dropout=dropout))
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, x, mask):
