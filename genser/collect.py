@@ -5,12 +5,11 @@ An exp dir is a recipe's ``exp/<name>`` with ``seed<S>/`` below it (any corpus r
 included) or a single seed's dir; its probe.yaml (genser.bin.probe) gives the LR probe row.
 Every cell is the mean UA over folds, mean ± std over seeds.
 """
-import statistics
 from pathlib import Path
 
 import yaml
 
-from genser.report import md_table, pct, protocol_description
+from genser.report import md_table, mean_std_of, protocol_description
 from genser.scoring import ScoreError, load_experiment, score_experiment
 
 # (row name, system, decoding setting): Gen-SER at N=1 and N=3 (eta 0), the classifier
@@ -51,14 +50,6 @@ def collect_exp(exp_dir, protocols):
     return out, sorted(folds), seeds, probe
 
 
-def cell(values):
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return pct(values[0])
-    return f"{pct(statistics.fmean(values))} ± {pct(statistics.stdev(values))}"
-
-
 def collect(exps):
     """The Markdown of the tables for ``exps`` ({column name: exp dir})."""
     if not exps:
@@ -73,7 +64,7 @@ def collect(exps):
     for q in protocols:
         rows = []
         for row, _, _ in ROWS:
-            cells = [cell(data[name][0].get(q, {}).get(row, [])) for name in exps]
+            cells = [mean_std_of(data[name][0].get(q, {}).get(row, [])) for name in exps]
             if any(c != "-" for c in cells):
                 rows.append([row, *cells])
         probe_cells = []

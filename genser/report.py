@@ -10,6 +10,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,16 @@ def mean_std(result, metric):
     """"71.3 ± 2.1" (mean ± sample std over folds, in %); just the mean with one fold."""
     mean, std = result["mean"][metric], result["std"][metric]
     return pct(mean) if std is None else f"{pct(mean)} ± {pct(std)}"
+
+
+def mean_std_of(values):
+    """"71.3 ± 2.1" over a list of fractions (mean ± sample std, in %); the value alone for one,
+    "-" for none (seeds, or experiments, rather than folds)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return pct(values[0])
+    return f"{pct(statistics.fmean(values))} ± {pct(statistics.stdev(values))}"
 
 
 def md_table(header, rows, left=1):

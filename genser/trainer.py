@@ -1,7 +1,7 @@
 """Training one fold: the epoch loop, exact resume, checkpoint averaging, divergence guard.
 
 Used by ``genser.bin.train`` (the CLI, one fold under torchrun) and by the benchmarks, which
-call ``train_fold`` in-process. The protocol (docs/TRAINING.md):
+build the same datasets (``fold_datasets``) and train in-process (``fit_in_memory``). The protocol (docs/TRAINING.md):
 
 - a fixed number of epochs; with no dev set (the default) ``model.pt`` is the average of the
   weights of the last ``average`` epochs, as ESPnet's ``average_nbest_models`` with the
@@ -49,10 +49,11 @@ TRAIN_DEFAULTS = {
     # none | speaker | auto (speaker where speaker and label are independent in the training
     # utterances), the relevance of the training moments in a speaker's, and the unit sizes that
     # training draws from (1: the clip alone, as a test clip under the clip protocol; all: all of
-    # the speaker's clips).
+    # the speaker's clips). Relevance 2 with units of 1 to all clips: the best mean inner UA of both
+    # heads under the clip protocol (bench/results/tune_emodb_whisper_clip.md).
     "feat_norm": "auto",
-    "cmvn_relevance": 10.0,
-    "norm_k": "all",
+    "cmvn_relevance": 2.0,
+    "norm_k": "1 2 4 8 all",
     # inner: after training, fit the posteriors' temperature on held-out training speakers
     # (calibrate_inner; one extra training on 2/3 of them); none: temperature 1.
     "calibrate": "inner",

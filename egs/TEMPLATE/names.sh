@@ -52,8 +52,8 @@ speed_perturb_tag() {
 }
 
 # feat_norm_tag FEAT_NORM RELEVANCE: the exp dir suffix of the model's normalisation (none -> "",
-# speaker -> _cmvnspk, auto -> _cmvnauto, with _r<R> when the relevance is not the default 10);
-# refuses other values. (Older recipes normalised the dumps: _spknorm, _normauto.)
+# speaker -> _cmvnspk, auto -> _cmvnauto, with _r<R> when a relevance is given, empty meaning
+# genser-train's default); refuses other values. (Older recipes normalised the dumps: _spknorm, _normauto.)
 feat_norm_tag() {
     case "$1" in
         none) return 0 ;;
@@ -61,9 +61,9 @@ feat_norm_tag() {
         *) echo "Error: --feat_norm must be none, speaker or auto, got '$1'" >&2; return 2 ;;
     esac
     case "$2" in
-        ''|*[!0-9.]*|*.*.*) echo "Error: --cmvn_relevance must be a number >= 0, got '$2'" >&2; return 2 ;;
+        *[!0-9.]*|*.*.*) echo "Error: --cmvn_relevance must be a number >= 0, got '$2'" >&2; return 2 ;;
     esac
     local tag=_cmvnspk
     [ "$1" = auto ] && tag=_cmvnauto
-    if awk -v r="$2" 'BEGIN { exit !(r + 0 == 10) }'; then echo "${tag}"; else echo "${tag}_r$2"; fi
+    echo "${tag}${2:+_r$2}"
 }

@@ -53,7 +53,8 @@ speed_perturb_factors=  # Speed perturbation of the training utterances, ESPnet 
 feat_norm=auto        # none | speaker | auto: per-speaker CMVN inside the model (genser/cmvn.py), from its training
                       # utterances' moments; auto: per fold, only where speaker and label are independent in the
                       # training utterances. Test clips are normalised as --protocols say.
-cmvn_relevance=10     # Utterances' worth of the training moments in each speaker's (genser/cmvn.py).
+cmvn_relevance=       # Utterances' worth of the training moments in each speaker's (genser/cmvn.py; empty:
+                      # genser-train's default, 2).
 device=cpu            # Device for extraction, training and decoding (cpu, cuda).
 
 # Training options
@@ -245,7 +246,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             ${train_cmd} --max-jobs-run "${train_nj}" JOB=1:"${nfolds}" "${mdir}/log/train.JOB.log" \
                 ${launcher} --config "${train_config}" --model "${model}" \
                     --feat_dir "${raw_dir}" --data_dir "${data_dir}" --task "${task}" \
-                    --feat_norm "${feat_norm}" --cmvn_relevance "${cmvn_relevance}" \
+                    --feat_norm "${feat_norm}" ${cmvn_relevance:+--cmvn_relevance "${cmvn_relevance}"} \
                     --labels "${expdir}/labels.txt" --fold_list "${expdir}/folds.txt" --fold_index JOB \
                     --exp_dir "${mdir}" --seed "${seed}" --device "${device}" \
                     ${sp_dirs:+--speed_perturb_dirs "${sp_dirs}"} ${train_args} \

@@ -19,7 +19,7 @@ from pathlib import Path
 from genser.bin.common import setup_logging
 from genser.fileio import atomic_write
 from genser.cmvn import parse_protocols
-from genser.report import METRIC_NAMES, environment, md_table, pct, protocol_description
+from genser.report import METRIC_NAMES, environment, md_table, mean_std_of, pct, protocol_description
 from genser.scoring import ScoreError, load_experiment, score_experiment
 from genser.stats import sign_test, wilcoxon_signed_rank
 
@@ -56,8 +56,8 @@ def seed_table(per_seed, systems, probe=None):
         primary = {s: prim[system] for s, (_, _, prim) in per_seed.items()}
         means = {m: [sc[system, primary[s]]["mean"][m] for s, (_, sc, _) in per_seed.items()] for m in METRICS}
         pooled = [sc[system, primary[s]]["pooled"]["ua"] for s, (_, sc, _) in per_seed.items()]
-        cells = [mean_std(means[m]) for m in METRICS]
-        rows.append([system, "/".join(sorted(set(primary.values()))), *cells, mean_std(pooled),
+        cells = [mean_std_of(means[m]) for m in METRICS]
+        rows.append([system, "/".join(sorted(set(primary.values()))), *cells, mean_std_of(pooled),
                      *(pct(v) for v in means["ua"])])
     if probe:
         rows.append(["LR probe", "same features and folds", f"{probe['mean_ua']:.1f}", "-", "-",
@@ -72,18 +72,12 @@ def summary_table(per_protocol, systems, probe=None):
     for system in systems:
         cells = []
         for per_seed in per_protocol.values():
-            cells.append(mean_std([sc[system, prim[system]]["mean"]["ua"] for _, sc, prim in per_seed.values()]))
+            cells.append(mean_std_of([sc[system, prim[system]]["mean"]["ua"] for _, sc, prim in per_seed.values()]))
         rows.append([system, *cells])
     if probe:
         rows.append(["LR probe", *(f"{probe['protocols'][q]['mean_ua']:.1f}" if q in probe["protocols"] else "-"
                                    for q in per_protocol)])
     return md_table(header, rows, left=1)
-
-
-def mean_std(values):
-    if len(values) == 1:
-        return pct(values[0])
-    return f"{pct(statistics.fmean(values))} ± {pct(statistics.stdev(values))}"
 
 
 def paired_table(per_seed, a, b):
