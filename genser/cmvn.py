@@ -6,6 +6,9 @@ variance per layer and dimension, with statistics over all of its frames (the ut
 of a pooled dump). It is unsupervised adaptation: a test speaker's statistics come from its
 audio, never from its labels (docs/TRAINING.md, "Speaker normalisation").
 
+Models normalise inside (SpeakerNorm below), from the moments of their training utterances;
+normalize_dump serves the per-corpus standardisation of egs/cross.
+
 A group with few utterances has noisy statistics, and for a group of one utterance they would
 erase the utterance itself. So the group's moments are shrunk towards those of the whole dump by
 a relevance factor r counted in utterances, as in MAP adaptation (Reynolds et al., 2000)::

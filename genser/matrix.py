@@ -95,7 +95,7 @@ def score_hyps(hyps, label2shared, shared):
     k = len(shared)
     fam_cm = confusion_matrix(refs, fam, k)
     return {"family": summarize_confusion(fam_cm), "leaf": summarize_confusion(confusion_matrix(refs, leaf, k)),
-            "unscored": unscored, "n": len(refs), "cm": fam_cm}
+            "unscored": unscored, "n": len(refs), "cm": fam_cm, "classes": len(set(refs))}
 
 
 def seed_dirs(exp_dir):
@@ -196,8 +196,11 @@ def render_group(key, cells, scores, png_name):
               "* = in-corpus "
               "(the test corpus is also trained on; its own speaker-disjoint folds). "
               "Mean of the cross-corpus (unmarked) cells: " + "; ".join(means) + ".", ""]
-    detail = ["| cell | system | UA | WA | macro-F1 | leaf-argmax UA | test utts | folds | seeds | not scored |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    # Chance UA: a constant answer recalls one class fully and the others not at all, 1/K for K
+    # classes of the test set at the shared level (a cell where a model predicts one class
+    # everywhere sits exactly there).
+    detail = ["| cell | system | UA | chance UA | WA | macro-F1 | leaf-argmax UA | test utts | folds | seeds | "
+              "not scored |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for col in cols:
             cell = by_pos.get((row, col))
@@ -209,7 +212,8 @@ def render_group(key, cells, scores, png_name):
                     continue
                 fam, leaf = res["family"], res["leaf"]
                 std = f" ± {pct(res['ua_std'])}" if res["ua_std"] is not None else ""
-                detail.append(f"| {row} → {col} | {name} | {pct(fam['ua'])}{std} | {pct(fam['wa'])} | "
+                chance = pct(1.0 / res["classes"]) if res.get("classes") else "-"
+                detail.append(f"| {row} → {col} | {name} | {pct(fam['ua'])}{std} | {chance} | {pct(fam['wa'])} | "
                               f"{pct(fam['macro_f1'])} | {pct(leaf['ua'])} | {res['n']} | "
                               f"{res['folds']} | {res['seeds']} | {res['unscored']} |")
     lines += detail + ["", f"![{feat} {label_set} {taxonomy}]({png_name})", ""]

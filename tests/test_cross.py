@@ -242,8 +242,9 @@ def test_score_matrix_marks_in_corpus_cells_and_averages_the_others(tmp_path):
     assert "Gen-SER 100.0 (1 cells); classifier 100.0 (1 cells)" in text
     assert text.count("./run.sh --train_sets a") == 1  # commands listed once
     full_row = next(line for line in text.splitlines() if line.startswith("| a → b | Gen-SER | 100.0"))
-    assert full_row.split("|")[6].strip() == "50.0"  # leaf-argmax UA: w2, the only sad, wrong
-    assert full_row.split("|")[10].strip() == "1"  # w1 not scored
+    assert full_row.split("|")[7].strip() == "50.0"  # leaf-argmax UA: w2, the only sad, wrong
+    assert full_row.split("|")[11].strip() == "1"  # w1 not scored
+    assert full_row.split("|")[4].strip() == "50.0"  # chance UA: 2 shared classes in the test set
     assert (out.parent / "matrix_feat_shared_flat.png").stat().st_size > 1000
     assert (out.parent / "matrix_feat_full_flat.png").is_file()
 
@@ -300,14 +301,14 @@ def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
     fold = sorted(urdu_folds)[0]
     result = run_recipe(cross, "--stage", "4", *multi, "--", "--folds", fold)
     assert result.returncode == 0, result.stderr[-4000:]
-    exp, = (cross / "exp").glob("emotion_fbank_no_cmvn_meanstd_hierarchical*_emodb+urdu__urdu_full")
+    exp, = (cross / "exp").glob("emotion_fbank_no_cmvn_meanstd_cnorm_hierarchical*_emodb+urdu__urdu_full")
     hyp = exp / "seed0" / "genser" / f"fold_{fold}" / "decode_nsteps1_eta0.0" / "hyp.tsv"
     header = hyp.read_text().splitlines()[0].split("\t")
     assert header[3:] == ["emodb_anger", "emodb_boredom", "emodb_disgust", "emodb_fear", "emodb_happiness",
                           "emodb_sadness", "emodb_neutral", "urdu_anger", "urdu_happiness",
                           "urdu_sadness", "urdu_neutral"]
     matrix = (cross / "exp" / "matrix" / "RESULTS.md").read_text()
-    assert "## fbank_no_cmvn_meanstd, full labels, hierarchical taxonomy" in matrix
+    assert "## fbank_no_cmvn_meanstd_cnorm, full labels, hierarchical taxonomy" in matrix
     assert "| emodb+urdu → urdu | Gen-SER |" in matrix and "| emodb+urdu → urdu | classifier |" in matrix
 
     # Cross-corpus, shared classes: EmoDB's other classes are dropped and counted.
@@ -318,6 +319,14 @@ def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
     data = load_data_dir(cross / "data" / "emodb__urdu_shared")
     assert collections.Counter(data.fold.values()) == {"train": 24, "urdu": 24}
     assert data.labels("emotion") == SHARED
+
+    # Shared-class runs pool (and so extract) only the clips the label maps send to a shared class.
+    result = run_recipe(cross, "--stop_stage", "1", "--train_sets", "emodb", "--test_sets", "urdu", *small)
+    assert result.returncode == 0, result.stderr[-4000:]
+    pooled = load_data_dir(cross / "data" / "all")
+    emodb_labels = {pooled.emo[u] for u in pooled.utts if u.startswith("emodb_")}
+    assert emodb_labels == {"anger", "happiness", "neutral", "sadness"}
+    assert "not pooled, no shared class: boredom disgust fear" in result.stderr
 
     # A missing corpus data dir names the command that makes it.
     result = run_recipe(cross, "--corpora", "emodb urdu", "--egs_dir", str(tmp_path / "nowhere"), "--stop_stage", "1")
