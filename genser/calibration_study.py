@@ -160,11 +160,17 @@ def calibration_section(exp, primaries, out_dir, level="##"):
     """Markdown lines of the calibration tables (and the PNGs they link, written to out_dir)."""
     from genser.plots import plot_reliability  # matplotlib only when plotting
 
-    table, panels = [], []
+    table, panels, notes = [], [], []
     for system in exp.systems:
         setting = primaries[system]
         res = calibrate_system(exp, system, setting)
         before, after = res["before"], res.get("after")
+        if not after:  # say why the T columns are empty, and how to fill them
+            folds = exp.folds_of(system, setting)
+            notes.append(f"{system}: no temperature for {len(folds) - len(res['temps'])} of {len(folds)} folds: their "
+                         f"models hold none (trained with --calibrate none, or before it existed) and they have no "
+                         f"hyp_dev.tsv; retrain with --calibrate inner (genser-train's default) or decode a dev "
+                         f"set (--dev_ratio > 0, genser-decode --subset dev)")
         temps = sorted(res["temps"].values())
         t_text = (f"{np.median(temps):.2f} [{temps[0]:.2f}, {temps[-1]:.2f}]" if after else "—")
         table.append([system, f"`{setting}`", str(before["n"]), _f(before["acc"]), _f(before["ece"]),
@@ -185,8 +191,14 @@ def calibration_section(exp, primaries, out_dir, level="##"):
            "fold's dev speakers (hyp_dev.tsv). Median [min, max] over folds; the columns before T are the "
            "unscaled posteriors (T = 1), the last three the scaled ones.", "",
            md_table(["system", "setting", "N", "acc", "ECE", "Brier", "NLL", "AUROC", "T", "ECE (T)",
-                     "Brier (T)", "NLL (T)"], table, left=2), "", f"![reliability diagrams]({png})", ""]
+                     "Brier (T)", "NLL (T)"], table, left=2), "", *(f"- {n}" for n in notes), *([""] if notes else []),
+           f"![reliability diagrams]({png})", ""]
+    for note in notes:
+        log.warning("%s", note)
     study = confidence_study(exp)
+    if not study:
+        out += ["No confidence study of stochastic draws: no Gen-SER setting with eta > 0 and nsteps >= 2 has "
+                "draws.tsv (stage 4 with --eta \"0.0 0.5\" --nsteps \"1 3\" --decode_args \"--draws 8\").", ""]
     if study:
         out += [f"{level} Confidence: does it rank the errors?", "",
                 "AUROC of each confidence against the correctness of the decision named (pooled over folds; "

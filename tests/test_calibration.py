@@ -165,6 +165,36 @@ def test_calibrate_report_matches_the_library(tmp_path):
     assert "| 1.000 |" in agreement
 
 
+def test_calibrate_reads_the_temperature_a_model_holds(tmp_path):
+    """Posteriors decoded by a calibrated model (genser-train --calibrate inner) are already scaled:
+    the report undoes the stored T for "before" and takes them as they are for "after". Without
+    any temperature it says so and how to get one."""
+    from genser.bin import calibrate
+
+    rng = np.random.default_rng(1)
+    exp = tmp_path / "exp"
+    raw, stored = {}, {"1": 2.0, "2": 3.0}
+    for fold in "12":
+        refs = rng.integers(0, 4, 50)
+        probs = _sharp(rng, refs)
+        raw[fold] = (refs, probs)
+        fold_dir = exp / "classifier" / f"fold_{fold}"
+        _write_hyp(fold_dir / "decode_argmax" / "hyp.tsv", [f"s{fold}_{i:03d}" for i in range(50)], refs,
+                   temperature_scale(probs, stored[fold]))
+        (fold_dir / "calibration").write_text(f"temperature {stored[fold]}\nheld-out report\n")
+    calibrate.main(["--exp_dir", str(exp)])
+    row = next(line for line in (exp / "CALIBRATION.md").read_text().splitlines() if line.startswith("| classifier"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    refs = np.concatenate([raw[f][0] for f in "12"])
+    before = summarize_calibration(np.concatenate([raw[f][1] for f in "12"]), refs, 15)
+    assert cells[4] == f"{100 * before['ece']:.1f}" and cells[8] == "2.50 [2.00, 3.00]"
+    for fold in "12":
+        (exp / "classifier" / f"fold_{fold}" / "calibration").unlink()
+    calibrate.main(["--exp_dir", str(exp)])
+    text = (exp / "CALIBRATION.md").read_text()
+    assert "classifier: no temperature for 2 of 2 folds" in text and "--calibrate inner" in text
+
+
 def test_calibrate_refuses_dev_posteriors_of_another_model(tmp_path):
     from genser.bin import calibrate
 

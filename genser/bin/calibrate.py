@@ -1,15 +1,16 @@
 """Calibration and confidence of the decoded folds of one experiment (docs/METHOD.md §6).
 
-    python -m genser.bin.calibrate --exp_dir exp/emotion_whisper_base_mean_normauto_train/seed0
+    python -m genser.bin.calibrate --exp_dir exp/emotion_whisper_base_mean_cmvnauto_train/seed0
 
 For each system at its main-table setting (as genser.bin.score picks it), pooled over the test
 folds: accuracy, expected calibration error (ECE, 15 bins), Brier score, NLL and the AUROC of
 the largest posterior against correctness; a reliability diagram (reliability_<system>.png).
 
-Temperature scaling is fitted per fold on that fold's hyp_dev.tsv (genser-decode --subset dev:
-the fold's dev speakers, training speakers that its model did not train on, never the test
-speaker) and applied to the same model's test posteriors; the table then gives the figures after
-scaling and the fitted temperatures. Folds without hyp_dev.tsv get no temperature.
+The temperature of each fold is the one its model holds: genser-train (--calibrate inner, the
+default) fits it on held-out training speakers and decode applies it, so the table gives the
+figures before (T = 1) and after. For models without one, it is fitted on the fold's
+hyp_dev.tsv (genser-decode --subset dev: training speakers its model did not train on, never
+the test speaker). Where neither exists the report says so and how to get one.
 
 Where Gen-SER settings with eta > 0 have draws.tsv (genser-decode --draws K), the confidence
 study ranks the errors of the deterministic Gen-SER decision (same nsteps, eta 0) by the largest
