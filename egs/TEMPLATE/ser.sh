@@ -119,18 +119,10 @@ exp_norm_tag=${norm_tag}
 [ "${feat_norm}" = auto ] && exp_norm_tag=${norm_tag/_spknorm/_normauto}
 expdir=exp/${task}_${feat_tag}${exp_norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
 
-# One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
-# script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
-lock_dir() {
-    local dir=$1 fd
-    mkdir -p "${dir}"
-    exec {fd}<>"${dir}/.lock"
-    if ! flock -n "${fd}"; then
-        log "Error: ${dir} is in use by $(cat "${dir}/.lock" 2>/dev/null || echo 'another run'); wait for it or use another --exp_tag"
-        exit 1
-    fi
-    echo "pid $$ on $(hostname) since $(date '+%Y-%m-%dT%H:%M:%S'): $0 ${resume_args[*]+${resume_args[*]}}" > "${dir}/.lock"
-}
+# One run at a time per directory (a dead run's lock is taken over): lock_dir DIR HINT.
+lock_owner="$0 ${resume_args[*]+${resume_args[*]}}"
+# shellcheck source=../../utils/lib/lock.sh
+. utils/lib/lock.sh
 
 # Fails with a message naming the missing file and the stage that makes it.
 require() {
@@ -163,7 +155,7 @@ fi
 extract_dump() {
     local out=$1 speed=$2 frontend_opts
     log "Stage 1: feature extraction (${out##*/}, nj=${nj}${speed:+, speed ${speed}}) ${data_dir} -> ${out}"
-    lock_dir "${out}"
+    lock_dir "${out}" "give it another name (--feat_tag)"
     mkdir -p "${out}/log"
     if [ -n "${frontend_conf}" ]; then
         frontend_opts="--frontend_conf ${frontend_conf}"
@@ -193,7 +185,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     if [ -n "${norm_tag}" ]; then
         for raw in "${raw_dir}" $(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done); do
             log "Stage 1: per-speaker CMVN (relevance ${cmvn_relevance}) ${raw} -> ${raw}${norm_tag}"
-            lock_dir "${raw}${norm_tag}"
+            lock_dir "${raw}${norm_tag}" "give it another name (--feat_tag)"
             mkdir -p "${raw}${norm_tag}/log"
             ${python} -m genser.bin.cmvn --feat_dir "${raw}" --data_dir "${data_dir}" \
                 --out_dir "${raw}${norm_tag}" --relevance "${cmvn_relevance}" 2>&1 \
@@ -203,7 +195,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 2 ]; then
-    lock_dir "${expdir}"
+    lock_dir "${expdir}" "use another --exp_tag"
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
