@@ -46,6 +46,16 @@ def wait_for(cond, timeout=10.0):
     return cond()
 
 
+def hold(lock):
+    """flock(1) holding ``lock`` (with its sleep) in a process group of its own."""
+    return subprocess.Popen(["flock", str(lock), "sleep", "30"], start_new_session=True)
+
+
+def release(holder):
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+
+
 @pytest.fixture
 def recipe(tmp_path):
     path = tmp_path / "rec.sh"
@@ -151,7 +161,7 @@ def test_a_live_holder_is_refused_with_the_right_way_out(tmp_path):
     (tmp_path / "dump" / "x").mkdir(parents=True)
     lock = tmp_path / "dump" / "x" / ".lock"
     lock.write_text(f"pid {os.getpid()} on {socket.gethostname()} since now: pytest\n")
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    holder = hold(lock)
     try:
         wait_for(lambda: relock(tmp_path).returncode != 0, 5)
         res = relock(tmp_path)
@@ -159,8 +169,7 @@ def test_a_live_holder_is_refused_with_the_right_way_out(tmp_path):
         assert f"dump/x is in use by pid {os.getpid()}" in res.stderr
         assert "--feat_tag" in res.stderr and "--exp_tag" not in res.stderr
     finally:
-        holder.kill()
-        holder.wait()
+        release(holder)
 
 
 def test_python_dir_lock_takes_over_from_a_dead_holder(tmp_path, caplog):
@@ -172,7 +181,7 @@ def test_python_dir_lock_takes_over_from_a_dead_holder(tmp_path, caplog):
     gone.wait()
     lock = folder / ".lock"
     lock.write_text(f"pid {gone.pid} on {socket.gethostname()} since then: old run\n")
-    orphan = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+    orphan = hold(lock)
     try:
         assert wait_for(lambda: subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0, 5)
         with caplog.at_level("WARNING", logger="genser.lock"):
@@ -182,15 +191,13 @@ def test_python_dir_lock_takes_over_from_a_dead_holder(tmp_path, caplog):
         assert f"pids {orphan.pid}" in caplog.text
         # A live holder is still refused, with the caller's way out.
         lock.write_text(f"pid {os.getpid()} on {socket.gethostname()} since now: this test\n")
-        holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
+        holder = hold(lock)
         try:
             assert wait_for(lambda: subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0, 5)
             with pytest.raises(LockError, match=f"in use by pid {os.getpid()} .*use another --exp_tag"):
                 with dir_lock(folder, hint="use another --exp_tag"):
                     pass
         finally:
-            holder.kill()
-            holder.wait()
+            release(holder)
     finally:
-        orphan.kill()
-        orphan.wait()
+        release(orphan)
