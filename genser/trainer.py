@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from genser.fileio import atomic_open
+from genser.checkpoint import torch_save_atomic
 from genser.metrics import summarize
 
 log = logging.getLogger("genser.train")
@@ -203,8 +203,7 @@ class Snapshots:
             self.memory[epoch] = weights
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_open(self.path(epoch), "wb") as f:
-            torch.save(weights, f)
+        torch_save_atomic(weights, self.path(epoch))
 
     def load(self, epoch):
         if self.folder is None:
@@ -247,8 +246,7 @@ def train_one_epoch(*, model, step_model, loader, optimizer, params, state, devi
 
 
 def save_checkpoint(path, model, optimizer, state):
-    with atomic_open(path, "wb") as f:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, f)
+    torch_save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, path)
 
 
 def load_checkpoint(path, model, optimizer, identity):

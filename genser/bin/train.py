@@ -29,7 +29,7 @@ from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import (FEATURE_KIND, FeatureDataset, FeatureReader, StackedReader, kind_differences,
                              model_layers, pad_collate, read_scp)
-from genser.fileio import atomic_write, read_identity, read_list, write_list
+from genser.fileio import WRITE_ERRNOS, atomic_write, read_identity, read_list, write_list
 from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
 from genser.models import build_model
@@ -271,6 +271,11 @@ def main(argv=None):
             run(params, fold, fold_dir, rank, world, device)
     except (LockError, TrainingError) as exc:
         log.error("%s", exc)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        log.error("%s", exc)  # a full disk: one line naming the file, not a traceback
         raise SystemExit(1) from None
     if world > 1:
         # DDP's reducer sits in a reference cycle and outlives run(); if it is still alive when the

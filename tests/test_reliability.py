@@ -1,0 +1,85 @@
+"""Issue #22: a full disk during training, the identity refusal naming what changed, degenerate
+folds, a replaced or truncated audio file, and the recipe's up-front checks."""
+import builtins
+import errno
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_train import fold_dir_of, make_experiment, train_args
+
+from genser.bin import train
+
+
+class FullDisk:
+    """A file whose writes fail as on a full disk (what a 2 MB tmpfs does)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.badinput
+def test_a_full_disk_at_the_snapshot_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """Case 3 (simulated): the per-epoch snapshot's write fails with ENOSPC."""
+    root = make_experiment(tmp_path)
+
+    def full_snapshots(file, mode="r", *args, **kwargs):
+        f = builtins.open(file, mode, *args, **kwargs)
+        return FullDisk(f) if "snapshots" in str(file) and "w" in mode else f
+
+    monkeypatch.setattr("genser.fileio.open", full_snapshots, raising=False)
+    with pytest.raises(SystemExit) as exc:
+        train.main(train_args(root, "--epochs", "2"))
+    assert exc.value.code == 1
+    text = (fold_dir_of(root) / "train.log").read_text()
+    error = [line for line in text.splitlines() if "ERROR" in line]
+    assert len(error) == 1, text[-2000:]
+    assert "cannot write" in error[0] and "snapshots/epoch0001.pt" in error[0]
+    assert "No space left on device" in error[0]
+    assert "enforce fail" not in text and "Traceback" not in text
+    assert not list((fold_dir_of(root) / "snapshots").glob(".*.tmp"))  # no half-written temp left
+
+
+def _mount_tmpfs(folder, size):
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+
+
+@pytest.mark.badinput
+def test_a_real_full_disk_during_training_is_one_line_naming_the_file(tmp_path):
+    """Case 3 on a real 2 MB tmpfs (root only), filled up to 24 KB before training."""
+    root = make_experiment(tmp_path)
+    exp = root / "exp"
+    _mount_tmpfs(exp, "2m")
+    try:
+        st = os.statvfs(exp)
+        with open(exp / "filler", "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 24 * 1024))
+        res = subprocess.run([os.sys.executable, "-m", "genser.bin.train", *train_args(root, "--epochs", "2")],
+                             capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+        assert res.returncode == 1
+        assert "enforce fail" not in res.stderr and "Traceback" not in res.stderr, res.stderr[-3000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert "No space left on device" in last and f"cannot write {exp}/fold_1/" in last, last
+    finally:
+        subprocess.run(["umount", str(exp)], check=False)
