@@ -83,3 +83,49 @@ def test_a_real_full_disk_during_training_is_one_line_naming_the_file(tmp_path):
         assert "No space left on device" in last and f"cannot write {exp}/fold_1/" in last, last
     finally:
         subprocess.run(["umount", str(exp)], check=False)
+
+
+# ---- the identity refusal names what changed -------------------------------------------------
+def _train_error(root, *extra, capfd=None):
+    with pytest.raises(SystemExit):
+        train.main(train_args(root, *extra))
+    return [line for line in (fold_dir_of(root) / "train.log").read_text().splitlines() if "ERROR" in line][-1]
+
+
+def test_the_identity_refusal_names_the_settings_that_changed(tmp_path):
+    root = make_experiment(tmp_path)
+    train.main(train_args(root, "--epochs", "1"))
+    done = (fold_dir_of(root) / "train.done").read_text()
+    assert done.startswith("identity ") and "\nidentity_parts {" in done
+    error = _train_error(root, "--epochs", "2", "--lr", "0.5")
+    assert "holds a model of another experiment" in error
+    assert "epochs: 1 -> 2" in error and "lr: " in error and "features" not in error
+
+
+def test_the_identity_refusal_names_re_extracted_features_and_changed_data(tmp_path):
+    """Case 8 downstream: a re-extracted dump (other arks) changes training's identity."""
+    import numpy as np
+    from genser.features import write_feats_dir
+
+    root = make_experiment(tmp_path)
+    train.main(train_args(root, "--epochs", "1"))
+    feats = {u: np.ones((6, 2, 8), np.float32) for u in (root / "data" / "utt2spk").read_text().split()[::2]}  # utt ids
+    write_feats_dir(root / "dump", feats, meta={"frontend": {"type": "test"}, "pooling": "none"})
+    error = _train_error(root, "--epochs", "1")
+    assert "what changed: features: " in error and "epochs" not in error
+    utt2emo = root / "data" / "utt2emo"
+    lines = utt2emo.read_text().splitlines()
+    utt2emo.write_text("\n".join(lines[:-1] + [lines[-1].split()[0] + " " + lines[0].split()[1]]) + "\n")
+    assert "data: " in _train_error(root, "--epochs", "1")
+
+
+def test_an_old_train_done_with_the_hash_alone_is_still_read(tmp_path):
+    root = make_experiment(tmp_path)
+    train.main(train_args(root, "--epochs", "1"))
+    done = fold_dir_of(root) / "train.done"
+    old = "".join(line + "\n" for line in done.read_text().splitlines() if not line.startswith("identity_parts"))
+    done.write_text(old)
+    train.main(train_args(root, "--epochs", "1"))  # same run: nothing to do
+    assert "is trained (identity" in (fold_dir_of(root) / "train.log").read_text()
+    error = _train_error(root, "--epochs", "3")
+    assert "data, features or settings changed" in error and "records no more than the hash" in error
