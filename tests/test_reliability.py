@@ -129,3 +129,58 @@ def test_an_old_train_done_with_the_hash_alone_is_still_read(tmp_path):
     assert "is trained (identity" in (fold_dir_of(root) / "train.log").read_text()
     error = _train_error(root, "--epochs", "3")
     assert "data, features or settings changed" in error and "records no more than the hash" in error
+
+
+# ---- case 4: a truncated WAV file ------------------------------------------------------------
+def _truncated_wav(path):
+    """1 s of 16-bit 44.1 kHz audio whose file was cut after 44078 of its 88200 data bytes."""
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(path, 0.1 * np.sin(np.arange(44100) / 10.0), 44100, subtype="PCM_16", format="WAV")
+    data = path.read_bytes()
+    assert data[36:40] == b"data" and int.from_bytes(data[40:44], "little") == 88200
+    path.write_bytes(data[:44 + 44078])
+    return path
+
+
+@pytest.mark.badinput
+def test_a_truncated_wav_is_refused_naming_the_file(tmp_path):
+    from genser.audio import AudioError, AudioReader
+
+    wav = _truncated_wav(tmp_path / "cut.wav")
+    reader = AudioReader(target_sr=44100)
+    with pytest.raises(AudioError, match=f"utt u1: truncated WAV file {wav}: its header declares 88200 bytes "
+                                         f"of audio, the file holds 44078"):
+        reader("u1", str(wav))
+    with pytest.raises(AudioError, match="truncated WAV"):
+        reader.info("u1", str(wav))
+
+
+@pytest.mark.badinput
+def test_validation_refuses_a_truncated_wav(tmp_path):
+    from genser.datadir import DataDirError, write_data_dir
+    from genser.validate import validate_data_dir
+
+    wav = _truncated_wav(tmp_path / "cut.wav")
+    d = write_data_dir(tmp_path / "data", [dict(utt="s1_1", path=str(wav), spk="s1", emo="happy")])
+    with pytest.raises(DataDirError, match=f"id s1_1: truncated WAV file {wav}"):
+        validate_data_dir(d, check_audio=True)
+
+
+def test_complete_wavs_and_unknown_sizes_are_not_judged(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from genser.audio import wav_shortfall
+
+    ok = tmp_path / "ok.wav"
+    sf.write(ok, np.zeros(100), 16000, subtype="PCM_16")
+    assert wav_shortfall(ok) is None
+    streamed = bytearray(ok.read_bytes())
+    streamed[40:44] = b"\xff\xff\xff\xff"  # a header written to a pipe: length unknown
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed[:100]))
+    assert wav_shortfall(tmp_path / "streamed.wav") is None
+    flac = tmp_path / "x.flac"
+    sf.write(flac, np.zeros(100), 16000, format="FLAC")
+    assert wav_shortfall(flac) is None
