@@ -184,3 +184,33 @@ def test_complete_wavs_and_unknown_sizes_are_not_judged(tmp_path):
     flac = tmp_path / "x.flac"
     sf.write(flac, np.zeros(100), 16000, format="FLAC")
     assert wav_shortfall(flac) is None
+
+
+# ---- case 8: audio replaced in place ---------------------------------------------------------
+@pytest.mark.badinput
+def test_audio_replaced_in_place_is_re_extracted_naming_the_utterance(tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    from test_extract import job_args, make_data, merge_args
+
+    from genser.bin import extract_feats
+    from genser.features import FeatureReader
+
+    data, out = make_data(tmp_path, n=4, nj=1), tmp_path / "dump"
+    extract_feats.main(job_args(data, out, 1, 1))
+    extract_feats.main(merge_args(data, out, 1))
+    before = FeatureReader(out)["utt1"].copy()
+    shutil.copy(tmp_path / "wav" / "u3.wav", tmp_path / "wav" / "u1.wav")  # another clip over a listed one
+    capsys.readouterr()
+    extract_feats.main(job_args(data, out, 1, 1))
+    err = capsys.readouterr().err
+    assert "already done" not in err
+    assert "1 audio file(s) changed since they were extracted" in err
+    assert f"utt utt1: {tmp_path / 'wav' / 'u1.wav'} (size, mtime" in err
+    extract_feats.main(merge_args(data, out, 1))
+    after = FeatureReader(out)
+    assert after["utt1"].shape != before.shape or not np.allclose(after["utt1"], before)
+    assert np.allclose(after["utt1"], after["utt3"])
+    extract_feats.main(job_args(data, out, 1, 1))  # unchanged since: skipped
+    assert "already done" in capsys.readouterr().err

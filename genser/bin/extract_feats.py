@@ -15,6 +15,7 @@ the on-disk size.
 import argparse
 import hashlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,8 +63,6 @@ def get_parser():
 # ---------------------------------------------------------------------------------------------
 def frontend_spec_of(args):
     """The frontend spec from --frontend_conf (a spec, or {frontend: spec}) or --frontend/--frontend_path."""
-    import os
-
     from genser.bin.common import read_yaml
     from genser.frontend import frontend_spec
 
@@ -124,6 +123,29 @@ def fingerprint(utts):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def audio_stamps(utts):
+    """{utt: "size mtime_ns"} of each utterance's audio file (pipes have none): cheap to take, and
+    a file copied over a listed one changes it, so that the job is redone rather than skipped."""
+    by_path, out = {}, {}
+    for utt, (path, _, _) in sorted(utts.items()):
+        if str(path).rstrip().endswith("|"):
+            continue
+        if path not in by_path:
+            try:
+                st = os.stat(path)
+                by_path[path] = f"{st.st_size} {st.st_mtime_ns}"
+            except OSError:
+                by_path[path] = "missing"  # the reader names the missing file
+        out[utt] = by_path[path]
+    return out
+
+
+def changed_audio(previous, stamps, utts):
+    """Lines naming the utterances whose audio file changed since ``previous`` stamps."""
+    changed = [u for u in sorted(stamps) if u in previous and previous[u] != stamps[u]]
+    return [f"utt {u}: {utts[u][0]} (size, mtime {previous[u]} -> {stamps[u]})" for u in changed]
+
+
 def check_pooling(frontend, pooling):
     """Utterance-level frontends (openSMILE functionals) are stored as they are, with pooling mean:
     frames ('none') would be a 1-frame sequence, and 'meanstd' would add a std that is always 0."""
@@ -146,23 +168,31 @@ def run_job(args):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ark, scp, done = job_paths(out_dir, args.job)
+    stamps = audio_stamps(utts)
     settings = {"frontend": frontend_spec_of(args), "layers": str(args.layers), "pooling": args.pooling,
-                "dtype": args.dtype, "data": fingerprint(utts)}
+                "dtype": args.dtype, "data": fingerprint(utts),
+                "audio": hashlib.sha1(repr(sorted(stamps.items())).encode()).hexdigest()[:16]}
     if args.speed != 1.0:  # only then: dumps made before the option keep their settings
         settings["speed"] = args.speed
     if done.is_file() and scp.is_file() and ark.is_file():
-        previous = (yaml.safe_load(done.read_text(encoding="utf-8")) or {}).get("settings")
+        record = yaml.safe_load(done.read_text(encoding="utf-8")) or {}
+        previous = record.get("settings")
         if previous == settings:
             log.info("job %d: already done (%s); skipping", args.job, done)
             return
-        log.info("job %d: settings differ from the finished run (%s vs %s); re-extracting", args.job,
-                 previous, settings)
+        changed = changed_audio(record.get("audio_stamps") or {}, stamps, utts)
+        if changed:
+            log.warning("job %d: %d audio file(s) changed since they were extracted (%s); re-extracting: %s",
+                        args.job, len(changed), done, "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))
+        else:
+            log.info("job %d: settings differ from the finished run (%s vs %s); re-extracting", args.job,
+                     previous, settings)
     # Nothing may describe the ark while it is rewritten: neither this job's scp/done nor a merged
     # feats.scp from an earlier run.
     for stale in (done, scp, out_dir / "feats.scp", out_dir / "feats.yaml"):
         stale.unlink(missing_ok=True)
     meta = extract(args, utts, settings, ark, scp)
-    atomic_write(done, yaml.safe_dump({"settings": settings, "meta": meta}, sort_keys=False))
+    atomic_write(done, yaml.safe_dump({"settings": settings, "meta": meta, "audio_stamps": stamps}, sort_keys=False))
 
 
 def extract(args, utts, settings, ark, scp):
