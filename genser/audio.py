@@ -41,6 +41,7 @@ class AudioReader:
         self.target_sr = int(target_sr)
         self.min_duration = float(min_duration)
         self.conversions = Counter()
+        self.suspects = []  # (utt, kind, where) of each short, silent or clipped clip, in reading order
         self._resamplers = {}
 
     def __call__(self, utt, path, start=None, end=None):
@@ -75,18 +76,21 @@ class AudioReader:
         seconds = data.shape[0] / sr
         if seconds < self.min_duration:
             self.conversions["short"] += 1
+            self.suspects.append((utt, "short", where))
             logger.warning("utt %s: %.3f s of audio (%d samples) in %s is shorter than the minimum %.3g s; "
                            "its features are mostly padding", utt, seconds, data.shape[0], where,
                            self.min_duration)
         peak = float(np.abs(data).max())
         if peak == 0.0:
             self.conversions["silent"] += 1
+            self.suspects.append((utt, "silent", where))
             logger.warning("utt %s: digital silence (all %d samples are 0) in %s; log-mel features of "
                            "silence degenerate (fbank gives about -9537)", utt, data.shape[0], where)
             return
         clipped = is_clipped(data)
         if clipped:
             self.conversions["clipped"] += 1
+            self.suspects.append((utt, "clipped", where))
             count, run = clipped
             logger.warning("utt %s: clipped audio in %s: %d of %d samples (%.2f%%) at full scale, up to %d "
                            "in a row", utt, where, count, data.size, 100.0 * count / data.size, run)

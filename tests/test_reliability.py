@@ -214,3 +214,29 @@ def test_audio_replaced_in_place_is_re_extracted_naming_the_utterance(tmp_path, 
     assert np.allclose(after["utt1"], after["utt3"])
     extract_feats.main(job_args(data, out, 1, 1))  # unchanged since: skipped
     assert "already done" in capsys.readouterr().err
+
+
+# ---- stage 1: the clip warnings reach the console --------------------------------------------
+def test_the_merge_sums_up_short_silent_and_clipped_clips(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+    from test_extract import job_args, make_data, merge_args
+
+    from genser.bin import extract_feats
+
+    data, out = make_data(tmp_path, n=4, nj=2), tmp_path / "dump"
+    sf.write(tmp_path / "wav" / "u0.wav", np.zeros(16000, np.float32), 16000)  # job 1: silent
+    sf.write(tmp_path / "wav" / "u2.wav", 0.1 * np.ones(800, np.float32), 16000)  # job 2: short (0.05 s)
+    for job in (1, 2):
+        extract_feats.main(job_args(data, out, job))
+    capsys.readouterr()
+    extract_feats.main(merge_args(data, out))
+    err = capsys.readouterr().err
+    listing = out / "suspect_audio.txt"
+    assert f"suspect audio: 1 short, 1 silent (2 clips; list: {listing}; the warnings: {out}/log/extract.*.log)" in err
+    assert listing.read_text() == f"utt0 silent {tmp_path}/wav/u0.wav\nutt2 short {tmp_path}/wav/u2.wav\n"
+    # A re-run skips the finished jobs, and still sums them up.
+    for job in (1, 2):
+        extract_feats.main(job_args(data, out, job))
+    extract_feats.main(merge_args(data, out))
+    assert "suspect audio: 1 short, 1 silent" in capsys.readouterr().err
