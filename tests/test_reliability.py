@@ -240,3 +240,85 @@ def test_the_merge_sums_up_short_silent_and_clipped_clips(tmp_path, capsys):
         extract_feats.main(job_args(data, out, job))
     extract_feats.main(merge_args(data, out))
     assert "suspect audio: 1 short, 1 silent" in capsys.readouterr().err
+
+
+# ---- cases 5-7: degenerate folds -------------------------------------------------------------
+def _fold_data(root, extra=()):
+    """4 speakers (one fold each) x 4 classes x 3 utterances, plus ``extra`` (utt, spk, emo)."""
+    from genser.datadir import write_data_dir
+
+    labels = ["neutral", "happy", "angry", "sad"]
+    recs = [dict(utt=f"s{s}_{emo}_{i}", path=f"/x/s{s}_{emo}_{i}.wav", spk=f"s{s}", emo=emo, fold=str(s + 1))
+            for s in range(4) for emo in labels for i in range(3)]
+    for utt, spk, emo in extra:
+        recs.append(dict(utt=utt, path=f"/x/{utt}.wav", spk=spk, emo=emo, fold=spk.lstrip("s")))
+    return write_data_dir(root / "data", recs)
+
+
+def _make_labels(root, *extra):
+    from genser.bin import make_labels
+
+    make_labels.main(["--data_dir", str(root / "data"), "--out_dir", str(root / "exp"), *extra])
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("extra, fold, why", [
+    # case 5: a speaker (here its own fold) with one utterance
+    ([("s9_lone", "s9", "happy")], "9", "1 test utterance(s), fewer than the minimum 5"),
+    # case 6: a class with one utterance has no training example in its test fold
+    ([("s2_bored_0", "s2", "bored")], "2", "class bored has a single utterance (s2_bored_0), in this fold"),
+    # case 7: a class that only the test fold's speaker has
+    ([("s3_bored_0", "s3", "bored"), ("s3_bored_1", "s3", "bored")], "3",
+     "class bored is absent from the fold's training speakers (only s3 of this fold have it)"),
+])
+def test_degenerate_folds_are_refused_then_marked_when_allowed(tmp_path, capsys, extra, fold, why):
+    _fold_data(tmp_path, extra)
+    with pytest.raises(SystemExit) as exc:
+        _make_labels(tmp_path)
+    message = str(exc.value.code)
+    assert message.startswith("error: 1 of ") and f"fold {fold}: {why}" in message
+    assert "--allow_degenerate_folds true" in message
+    assert not (tmp_path / "exp" / "folds.txt").exists()
+    capsys.readouterr()
+    _make_labels(tmp_path, "--allow_degenerate_folds", "true")
+    err = capsys.readouterr().err
+    assert f"DEGENERATE fold {fold}: {why}" in err and "running 1 degenerate fold(s)" in err
+    listing = (tmp_path / "exp" / "degenerate_folds.txt").read_text()
+    assert listing.startswith(f"{fold}\t{why}")
+    # Once the data are fixed (here: the fold left out), the stale list goes.
+    folds = " ".join(f for f in ("1", "2", "3", "4") if f != fold)
+    _make_labels(tmp_path, "--folds", folds)
+    assert not (tmp_path / "exp" / "degenerate_folds.txt").exists()
+
+
+def test_balanced_folds_pass_and_the_minimum_is_an_option(tmp_path):
+    _fold_data(tmp_path)
+    _make_labels(tmp_path)  # 12 utterances a fold, every class everywhere
+    assert (tmp_path / "exp" / "folds.txt").read_text().split() == ["1", "2", "3", "4"]
+    with pytest.raises(SystemExit, match="4 of 4 test folds .* are degenerate"):
+        _make_labels(tmp_path, "--min_fold_utts", "13")
+
+
+def test_results_md_marks_a_degenerate_fold(tmp_path):
+    from test_score import make_decodes, section, write_tree
+
+    from genser.bin import score
+
+    exp = tmp_path / "emotion_fbank"
+    write_tree(exp / "seed0", make_decodes())
+    (exp / "degenerate_folds.txt").write_text("2\t1 test utterance(s), fewer than the minimum 5\n")
+    score.main(["--exp_dir", str(exp / "seed0")])
+    text = (exp / "seed0" / "RESULTS.md").read_text()
+    assert "> **note**: degenerate fold 2 † is in these means (--allow_degenerate_folds): 1 test utterance(s)" in text
+    _, rows = section(text, "Per fold")
+    assert [r[0] for r in rows] == ["1", "2 †"]
+
+
+def test_empty_seeds_or_models_are_refused_up_front(tmp_path):
+    from test_recipe import make_recipe, run_recipe
+
+    recipe = make_recipe(tmp_path)
+    for option, value in (("--seeds", ""), ("--models", " ")):
+        res = run_recipe(recipe, "--stage", "5", option, value, timeout=120)
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert f"Error: {option} is empty" in res.stderr and "Traceback" not in res.stderr

@@ -35,6 +35,8 @@ task=emotion          # Classification task: emotion | gender.
 corpus_dir=           # Corpus root, passed to local/data.sh as --corpus_dir when set.
 local_data_opts=      # Extra options for local/data.sh.
 data_dir=data/all     # Data directory written by stage 0.
+min_fold_utts=5       # Stage 2: a test fold with fewer utterances is degenerate.
+allow_degenerate_folds=false  # Stage 2: run degenerate folds (too small, or a class without training example) anyway; RESULTS.md marks them.
 
 # Feature options
 frontend=fbank_no_cmvn  # s3prl upstream name (fbank_no_cmvn, fbank, mfcc, wavlm_large, wavlm_local, ...).
@@ -94,6 +96,10 @@ fi
 . ./path.sh
 . ./db.sh
 . ./cmd.sh
+
+# An empty list would make stages 3 and 4 do nothing and stage 5 fail far from the cause.
+[[ -n "${seeds//[[:space:]]/}" ]] || { log "Error: --seeds is empty; give at least one seed (e.g. --seeds 0)"; exit 2; }
+[[ -n "${models//[[:space:]]/}" ]] || { log "Error: --models is empty; give genser and/or classifier"; exit 2; }
 
 case "${task}" in
     emotion) attr=emo ;;
@@ -203,7 +209,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: label list and test folds -> ${expdir}"
     mkdir -p "${expdir}"
     ${python} -m genser.bin.make_labels --data_dir "${data_dir}" --task "${task}" \
-        --folds "${folds}" --out_dir "${expdir}" 2>&1 \
+        --folds "${folds}" --out_dir "${expdir}" --min_fold_utts "${min_fold_utts}" \
+        --allow_degenerate_folds "${allow_degenerate_folds}" 2>&1 \
         | tee "${expdir}/make_labels.log"
     if [ "${feat_norm}" = auto ]; then
         ${python} -m genser.bin.choose_norm --data_dir "${data_dir}" --task "${task}" \
