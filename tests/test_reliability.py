@@ -2,9 +2,9 @@
 folds, a replaced or truncated audio file, and the recipe's up-front checks."""
 import builtins
 import errno
-import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,7 +74,7 @@ def test_a_real_full_disk_during_training_is_one_line_naming_the_file(tmp_path):
         st = os.statvfs(exp)
         with open(exp / "filler", "wb") as f:
             f.write(b"\0" * (st.f_bavail * st.f_frsize - 24 * 1024))
-        res = subprocess.run([os.sys.executable, "-m", "genser.bin.train", *train_args(root, "--epochs", "2")],
+        res = subprocess.run([sys.executable, "-m", "genser.bin.train", *train_args(root, "--epochs", "2")],
                              capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
         assert res.returncode == 1
@@ -86,7 +86,7 @@ def test_a_real_full_disk_during_training_is_one_line_naming_the_file(tmp_path):
 
 
 # ---- the identity refusal names what changed -------------------------------------------------
-def _train_error(root, *extra, capfd=None):
+def _train_error(root, *extra):
     with pytest.raises(SystemExit):
         train.main(train_args(root, *extra))
     return [line for line in (fold_dir_of(root) / "train.log").read_text().splitlines() if "ERROR" in line][-1]
