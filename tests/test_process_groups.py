@@ -201,3 +201,54 @@ def test_python_dir_lock_takes_over_from_a_dead_holder(tmp_path, caplog):
             release(holder)
     finally:
         release(orphan)
+
+
+def _recipe_processes(recipe):
+    """Pids of the processes working in ``recipe`` (their cwd): the recipe's shells, run.pl, workers."""
+    found = []
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if Path(os.readlink(cwd)) == recipe and alive(int(cwd.parent.name)):
+                found.append(int(cwd.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _free(lock):
+    return subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_synth_recipe_killed_in_stage_1_and_hung_up_in_stage_3(tmp_path):
+    """Cases 1 and 2 on the real ser.sh: kill -9 of the group in stage 1, SIGHUP in stage 3."""
+    from test_recipe import SMALL, make_recipe, run_recipe
+
+    recipe = make_recipe(tmp_path).resolve()
+    res = run_recipe(recipe, *SMALL, "--stop_stage", "0", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+
+    def start(*args):
+        return subprocess.Popen(["./run.sh", *SMALL, *args], cwd=recipe, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def started(pattern):
+        return any("# Started" in p.read_text() for p in recipe.glob(pattern))
+
+    proc = start("--stage", "1", "--stop_stage", "1", "--extract_batch_size", "1")
+    assert wait_for(lambda: started("dump/*/log/extract.*.log"), 60)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert wait_for(lambda: not _recipe_processes(recipe), 10), _recipe_processes(recipe)
+    res = run_recipe(recipe, *SMALL, "--stage", "1", "--stop_stage", "2", timeout=300)
+    assert res.returncode == 0 and "in use by" not in res.stderr, res.stderr[-3000:]
+
+    proc = start("--stage", "3", "--stop_stage", "3")
+    assert wait_for(lambda: started("exp/*/seed0/genser/log/train.*.log"), 60)
+    time.sleep(2)  # into the training processes
+    os.killpg(proc.pid, signal.SIGHUP)
+    proc.wait(timeout=30)
+    assert wait_for(lambda: not _recipe_processes(recipe), 15), _recipe_processes(recipe)
+    locks = [*recipe.glob("dump/*/.lock"), *recipe.glob("exp/*/.lock"), *recipe.glob("exp/*/seed0/*/fold_*/.lock")]
+    assert len(locks) >= 3 and all(_free(lock) for lock in locks), [lock for lock in locks if not _free(lock)]
