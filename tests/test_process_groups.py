@@ -146,7 +146,7 @@ def test_a_stale_lock_of_a_dead_run_is_taken_over_naming_it(tmp_path):
         res = relock(tmp_path)
         assert res.returncode == 0, res.stderr
         assert f"taking over the lock of dump/x from a dead run (pid {dead} on" in res.stderr
-        assert f"may still write into dump/x: pids {leaked}" in res.stderr
+        assert f"may still write into dump/x: pids {leaked}\n" in res.stderr
         # The lock is now this run's (dead too): a third run takes it over from it, not from the first.
         res = relock(tmp_path)
         assert res.returncode == 0 and f"(pid {dead} on" not in res.stderr

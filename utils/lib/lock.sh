@@ -16,15 +16,14 @@ _lock_log() {
     if declare -F log > /dev/null; then log "$@"; else echo "$*" >&2; fi
 }
 
-# Pids (other than this shell) with FILE open, from /proc.
+# Pids (other than this shell) with FILE open, from /proc ([ -ef ]: same device and inode).
 _lock_users() {
-    local file=$1 target fd pids=()
-    target=$(stat -Lc '%d:%i' "${file}" 2>/dev/null) || return 0
+    local file=$1 fd pid pids=()
     for fd in /proc/[0-9]*/fd/*; do
-        [ "$(stat -Lc '%d:%i' "${fd}" 2>/dev/null)" = "${target}" ] || continue
-        fd=${fd#/proc/}
-        fd=${fd%%/*}
-        [ "${fd}" = "$$" ] || pids+=("${fd}")
+        [ "${fd}" -ef "${file}" ] 2>/dev/null || continue
+        pid=${fd#/proc/}
+        pid=${pid%%/*}
+        [ "${pid}" = "$$" ] || [ "${pid}" = "${BASHPID}" ] || pids+=("${pid}")
     done
     [ ${#pids[@]} -gt 0 ] && printf '%s\n' "${pids[@]}" | sort -un | paste -sd' '
     return 0
