@@ -15,6 +15,7 @@
 #   --mem X, --gpu N, --num-threads N, --time T, --partition P, --account A, --qos Q,
 #   --sbatch-args A, --controller-timeout S, --config F
 #                       accepted for compatibility with slurm.pl and ignored here
+#
 # A job and everything it starts stay in the process group of the caller (the recipe), so that
 # killing that group (kill -9 -- -PGID, a closed terminal's SIGHUP) ends every worker; and each
 # job is watched by a small process of run.pl's that ends the job's process tree when run.pl is

@@ -15,6 +15,8 @@
 #     sbatch's own message and exits 1; no job ran, so no log is named.
 #   - SIGINT, SIGTERM or SIGHUP: it cancels the array (scancel), waits until Slurm has removed
 #     its tasks, and exits 130 (143, 129).
+#   - SIGKILL (of slurm.pl, or of the recipe's whole process group): the process that waits for
+#     sbatch, in a process group of its own, sees slurm.pl gone and cancels the array.
 #   - Slurm kills a task (scancel, time limit, node failure) before it writes its "# Ended"
 #     line: it asks Slurm why (scontrol show job, else sacct), appends that and the end of the
 #     task's Slurm output to the task's log, ends the log with "# Ended (code N)" and names it.
