@@ -3,6 +3,7 @@ import io
 import logging
 import math
 import os
+import struct
 import subprocess
 from collections import Counter
 from fractions import Fraction
@@ -40,6 +41,7 @@ class AudioReader:
         self.target_sr = int(target_sr)
         self.min_duration = float(min_duration)
         self.conversions = Counter()
+        self.suspects = []  # (utt, kind, where) of each short, silent or clipped clip, in reading order
         self._resamplers = {}
 
     def __call__(self, utt, path, start=None, end=None):
@@ -74,18 +76,21 @@ class AudioReader:
         seconds = data.shape[0] / sr
         if seconds < self.min_duration:
             self.conversions["short"] += 1
+            self.suspects.append((utt, "short", where))
             logger.warning("utt %s: %.3f s of audio (%d samples) in %s is shorter than the minimum %.3g s; "
                            "its features are mostly padding", utt, seconds, data.shape[0], where,
                            self.min_duration)
         peak = float(np.abs(data).max())
         if peak == 0.0:
             self.conversions["silent"] += 1
+            self.suspects.append((utt, "silent", where))
             logger.warning("utt %s: digital silence (all %d samples are 0) in %s; log-mel features of "
                            "silence degenerate (fbank gives about -9537)", utt, data.shape[0], where)
             return
         clipped = is_clipped(data)
         if clipped:
             self.conversions["clipped"] += 1
+            self.suspects.append((utt, "clipped", where))
             count, run = clipped
             logger.warning("utt %s: clipped audio in %s: %d of %d samples (%.2f%%) at full scale, up to %d "
                            "in a row", utt, where, count, data.size, 100.0 * count / data.size, run)
@@ -100,6 +105,8 @@ class AudioReader:
         try:
             if src.rstrip().endswith("|"):
                 src = io.BytesIO(_run_pipe(utt, src))
+            else:
+                check_wav_complete(utt, src)
             info = sf.info(src)
             if isinstance(src, io.BytesIO):
                 src.seek(0)
@@ -138,7 +145,10 @@ class AudioReader:
             raise AudioError(f"utt {utt}: {path} is a pipe; a long recording is read in blocks and needs a "
                              f"seekable file (write the pipe's output to a file first)")
         try:
+            check_wav_complete(utt, str(path))
             info = sf.info(str(path))
+        except AudioError:
+            raise
         except FileNotFoundError as exc:
             raise AudioError(f"utt {utt}: audio file not found: {path}") from exc
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
@@ -184,6 +194,40 @@ class AudioReader:
             raise AudioError(f"utt {utt}: cannot read audio {path}: {exc}") from exc
         if tail.numel():
             yield self._resample(tail, sr)[skip:].clamp_(-1.0, 1.0)
+
+
+def wav_shortfall(path):
+    """(declared, present) bytes of the data chunk of a RIFF/WAVE file that holds fewer bytes than
+    its header declares (a copy or download cut short), else None; None for other formats.
+
+    libsndfile reads such a file silently as the frames that are there, so the check is ours. A
+    data size of 0 or 0xFFFFFFFF means "unknown" (a header written to a pipe) and is not judged.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                present = size - pos - 8
+                if length in (0, 0xFFFFFFFF) or present >= length:
+                    return None
+                return length, present
+            pos += 8 + length + (length & 1)  # chunks are padded to an even size
+    return None
+
+
+def check_wav_complete(utt, path):
+    """Raises AudioError (naming ``utt`` and ``path``) for a WAV file cut short (``wav_shortfall``)."""
+    short = wav_shortfall(path)
+    if short:
+        declared, present = short
+        raise AudioError(f"utt {utt}: truncated WAV file {path}: its header declares {declared} bytes of "
+                         f"audio, the file holds {present} ({100.0 * present / declared:.1f}%); copy it again")
 
 
 # Speed perturbation (Ko et al., Interspeech 2015; Kaldi's and ESPnet's "sox speed"): factors

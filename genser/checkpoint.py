@@ -7,6 +7,7 @@ A checkpoint is data, never code: it holds only plain values and tensors, and lo
 ``torch.load(..., weights_only=True)``. The write goes through genser.fileio.atomic_open.
 """
 import copy
+import io
 import math
 import os
 
@@ -59,8 +60,20 @@ def save_model(path, model, extra=None):
         # the posteriors' temperature (genser.trainer.calibrate_inner) travels with the model
         "extra": {**(extra or {}), "temperature": float(getattr(model, "temperature", 1.0))},
     }
+    torch_save_atomic(payload, path)
+
+
+def torch_save_atomic(obj, path):
+    """``torch.save(obj)`` to ``path`` through the atomic writer (temp file, then rename).
+
+    Serialised in memory first: torch's zip writer, handed a file that hits a full disk, raises
+    "[enforce fail at inline_container.cc] unexpected pos" and drops the errno; a plain write
+    of the bytes fails with an OSError that atomic_open re-raises naming ``path``.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
+        fh.write(buf.getbuffer())
 
 
 def _upgrade(config, path):

@@ -1,6 +1,7 @@
 """Folds of a data dir (utt2fold): their order, the test folds, and a fold's train/dev/test split."""
 import logging
 import random
+from pathlib import Path
 
 from genser.datadir import DataDir, load_data_dir
 
@@ -67,6 +68,60 @@ def fold_split(data, fold, dev_ratio=0.1, seed=0):
     if not train:
         raise ValueError(f"fold {fold} of {data.path}: no training utterances left")
     return train, sorted(dev), test
+
+
+# A test fold smaller than this scores too few utterances to mean much (one utterance: 0 or 100 %),
+# yet counts as much as any other fold in the mean ± std over folds.
+MIN_FOLD_UTTS = 5
+DEGENERATE_FOLDS = "degenerate_folds.txt"
+
+
+def degenerate_folds(data, task, folds, labels, min_fold_utts=MIN_FOLD_UTTS):
+    """{fold: [reason, ...]} for the test folds in ``folds`` that cannot be scored fairly.
+
+    A fold is degenerate when its test set has fewer than ``min_fold_utts`` utterances, or when a
+    class of ``labels`` has no example outside the test fold (train and dev together; which of
+    them goes to dev depends on the training seed): the model cannot learn that class, because it
+    has no utterance at all, a single one (in this fold), or only speakers of this fold have it.
+    """
+    data = data if isinstance(data, DataDir) else load_data_dir(data)
+    utt2label = data.attr(task)
+    out = {}
+    for fold in folds:
+        reasons = []
+        test = [u for u in data.utts if data.fold.get(u) == fold]
+        if len(test) < min_fold_utts:
+            reasons.append(f"{len(test)} test utterance(s), fewer than the minimum {min_fold_utts}")
+        for label in labels:
+            have = [u for u in data.utts if utt2label.get(u) == label]
+            if any(data.fold.get(u) != fold for u in have):
+                continue
+            if not have:
+                reasons.append(f"class {label} has no utterance at all")
+            elif len(have) == 1:
+                reasons.append(f"class {label} has a single utterance ({have[0]}), in this fold: "
+                               f"no training example")
+            else:
+                speakers = sorted({data.spk[u] for u in have})
+                reasons.append(f"class {label} is absent from the fold's training speakers (only "
+                               f"{', '.join(speakers)} of this fold have it): no training example")
+        if reasons:
+            out[fold] = reasons
+    return out
+
+
+def read_degenerate_folds(exp_dir):
+    """{fold: reasons text} from <exp_dir>/degenerate_folds.txt (stage 2), or, for a seed<S> dir of
+    the recipe, its parent's; {} when there is none."""
+    exp_dir = Path(exp_dir)
+    for folder in (exp_dir, exp_dir.parent):
+        path = folder / DEGENERATE_FOLDS
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return {f: reasons for f, _, reasons in (line.partition("\t") for line in lines if line.strip())}
+        if not exp_dir.name.startswith("seed"):
+            break
+    return {}
 
 
 def inner_groups(speakers, k, seed):

@@ -61,8 +61,9 @@ def main_table(exp, scores, primaries):
     return md_table(header, rows, left=2)
 
 
-def fold_table(exp, scores, primaries):
-    """Fold x system (primary settings): UA, WA, macro-F1, weighted-F1 and the test set size."""
+def fold_table(exp, scores, primaries, degenerate=()):
+    """Fold x system (primary settings): UA, WA, macro-F1, weighted-F1 and the test set size;
+    the folds in ``degenerate`` (stage 2's degenerate_folds.txt) are marked with a dagger."""
     header = ["Fold", "utts"] + [f"{s} {METRIC_NAMES[m]}" for s in exp.systems for m in METRICS]
     rows = []
     for fold in exp.folds:
@@ -72,7 +73,7 @@ def fold_table(exp, scores, primaries):
             cells += [pct(summary[m]) if summary else "-" for m in METRICS]
             if summary and summary["n"] not in sizes:
                 sizes.append(summary["n"])
-        rows.append([fold, "/".join(str(n) for n in sizes), *cells])
+        rows.append([fold + (" †" if fold in degenerate else ""), "/".join(str(n) for n in sizes), *cells])
     return md_table(header, rows, left=1)
 
 
@@ -208,7 +209,7 @@ def protocol_section(per_protocol, exp_dir):
     return lines
 
 
-def render_results(exp, scores, primaries, *, title, command, pngs):
+def render_results(exp, scores, primaries, *, title, command, pngs, degenerate=None):
     """The whole RESULTS.md text."""
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     out = [f"# {title}", "",
@@ -223,10 +224,12 @@ def render_results(exp, scores, primaries, *, title, command, pngs):
            "reference support. `mean ± std` = mean and sample standard deviation over folds; "
            "pooled = the predictions of all folds scored together.", ""]
     out += [f"> **warning**: {w}" + "  " for w in exp.warnings] + ([""] if exp.warnings else [])
-    out += ["## Main results", "", main_table(exp, scores, primaries), "",
-            "## Per fold", "", "Systems at their main-table setting: "
+    out += ["## Main results", "", main_table(exp, scores, primaries), ""]
+    out += [f"> **note**: degenerate fold {fold} † is in these means (--allow_degenerate_folds): {why}" + "  "
+            for fold, why in degenerate.items()] + ([""] if degenerate else [])
+    out += ["## Per fold", "", "Systems at their main-table setting: "
             + ", ".join(f"{s} `{primaries[s]}`" for s in exp.systems) + ".", "",
-            fold_table(exp, scores, primaries), ""]
+            fold_table(exp, scores, primaries, degenerate), ""]
     rows = ablation_rows(exp, scores, primaries)
     if any(row["nsteps"] is not None for row in rows):
         out += ["## Steps ablation", "", ablation_table(rows), "",

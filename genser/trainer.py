@@ -13,6 +13,7 @@ build the same datasets (``fold_datasets``) and train in-process (``fit_in_memor
 - a non-finite loss or weight stops training with an error naming the epoch and step.
 """
 import hashlib
+import json
 import logging
 import math
 import random
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from genser import cmvn
 from genser.features import FeatureDataset, NormalizedDataset, StackedReader, pad_collate
+from genser.checkpoint import torch_save_atomic
 from genser.fileio import atomic_open
 from genser.metrics import summarize
 
@@ -218,8 +220,7 @@ class Snapshots:
             self.memory[epoch] = weights
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_open(self.path(epoch), "wb") as f:
-            torch.save(weights, f)
+        torch_save_atomic(weights, self.path(epoch))
 
     def load(self, epoch):
         if self.folder is None:
@@ -262,8 +263,7 @@ def train_one_epoch(*, model, step_model, loader, optimizer, params, state, devi
 
 
 def save_checkpoint(path, model, optimizer, state):
-    with atomic_open(path, "wb") as f:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, f)
+    torch_save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, path)
 
 
 def load_checkpoint(path, model, optimizer, identity):
@@ -284,6 +284,30 @@ def run_identity(parts):
     """{"hash", "parts"}: a short hash of everything that decides a training run's result."""
     parts = {k: parts[k] for k in sorted(parts)}
     return {"hash": hashlib.sha256(repr(parts).encode()).hexdigest()[:16], "parts": parts}
+
+
+def done_text(identity, averaged_epochs):
+    """train.done: the identity's hash (what decoding and scoring read) and its parts, one JSON line,
+    so that a later run with other inputs can say which of them changed."""
+    return (f"identity {identity['hash']}\nidentity_parts {json.dumps(identity['parts'], default=str)}\n"
+            f"averaged_epochs {averaged_epochs}\n")
+
+
+def done_difference(path, identity):
+    """None when the train.done at ``path`` records ``identity``; otherwise what differs, in words.
+
+    A train.done written before the parts were kept has only the hash: then all it can say is that
+    data, features or settings changed."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    fields = dict(line.split(" ", 1) for line in lines if " " in line)
+    if fields.get("identity", "").strip() == identity["hash"]:
+        return None
+    head = f"identity {fields.get('identity', '?').strip()}, this run {identity['hash']}"
+    if "identity_parts" not in fields:
+        return f"{head}: data, features or settings changed ({path} records no more than the hash)"
+    old = json.loads(fields["identity_parts"])
+    new = json.loads(json.dumps(identity["parts"], default=str))
+    return f"{head}; what changed: {describe_difference(old, new)}"
 
 
 def describe_difference(old, new):

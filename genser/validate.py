@@ -162,6 +162,8 @@ def validate_data_dir(data_dir, check_audio=False):
 def _check_audio(data_dir, wav, segments, problems):
     import soundfile as sf
 
+    from genser.audio import wav_shortfall
+
     scp = data_dir / "wav.scp"
     dur = {}
     for key, path in sorted(wav.items()):
@@ -171,6 +173,11 @@ def _check_audio(data_dir, wav, segments, problems):
             problems.append(f"{scp}: id {key}: audio file not found: {path}")
             continue
         try:
+            short = wav_shortfall(path)
+            if short:
+                problems.append(f"{scp}: id {key}: truncated WAV file {path}: its header declares "
+                                f"{short[0]} bytes of audio, the file holds {short[1]}")
+                continue
             info = sf.info(path)
             dur[key] = info.frames / info.samplerate
             if info.frames == 0:

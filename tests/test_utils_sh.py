@@ -213,3 +213,61 @@ def test_split_and_validate_scripts(tmp_path):
     sh([str(UTILS / "split_data.sh"), "data", "2"], tmp_path, check=True)
     assert [len(load_data_dir(d / "split2" / j)) for j in ("1", "2")] == [5, 4]
     assert (d / "split2" / ".done").is_file()
+
+
+# ---- issue #22/#20: progress, and a killed slurm.pl cancels its array ------------------------
+def test_run_pl_reports_progress_for_several_jobs_only(tmp_path):
+    res = sh([str(UTILS / "run.pl"), "--max-jobs-run", "1", "JOB=1:3", "log/p.JOB.log", "test", "JOB",
+              "-ne", "2"], tmp_path)
+    assert res.returncode == 1
+    lines = [x for x in res.stderr.splitlines() if "jobs done" in x]
+    assert [x.split(",")[0] for x in lines] == ["run.pl: 1/3 jobs done", "run.pl: 2/3 jobs done (1 failed)",
+                                                "run.pl: 3/3 jobs done (1 failed)"]
+    assert lines[0].endswith(" left") and "elapsed" in lines[-1] and "left" not in lines[-1]
+    res = sh([str(UTILS / "run.pl"), "log/one.log", "true"], tmp_path, check=True)
+    assert "jobs done" not in res.stderr
+
+
+SLOW_SBATCH = textwrap.dedent("""\
+    #!/usr/bin/env bash
+    # Fake sbatch --wait: accepts the array as job 77 and waits for it forever.
+    echo $$ > sbatch.pid
+    echo 77
+    exec sleep 60
+""")
+FAKE_SCANCEL = '#!/usr/bin/env bash\necho "$@" >> "$(dirname "$0")/scancel.args"\n'
+
+
+def test_slurm_pl_killed_by_sigkill_still_cancels_its_array(tmp_path):
+    import signal
+    import time
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("sbatch", SLOW_SBATCH), ("scancel", FAKE_SCANCEL)):
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    proc = subprocess.Popen([str(UTILS / "slurm.pl"), "JOB=1:2", "log/s.JOB.log", "true"], cwd=tmp_path,
+                            env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    jobid = tmp_path / "log" / "q" / "s.jobid"
+    for _ in range(100):
+        if jobid.is_file() and jobid.read_text().strip() == "77":
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the recipe's group: slurm.pl cannot catch this
+    proc.wait()
+    args = bindir / "scancel.args"
+    for _ in range(100):
+        if args.is_file():
+            break
+        time.sleep(0.05)
+    assert args.is_file() and args.read_text().split() == ["77"]
+    pid = int((tmp_path / "sbatch.pid").read_text())
+    for _ in range(100):  # sbatch (here: its sleep) stopped too; a zombie that nobody reaps is gone
+        stat = Path(f"/proc/{pid}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"sbatch (pid {pid}) still runs")

@@ -15,6 +15,8 @@
 #     sbatch's own message and exits 1; no job ran, so no log is named.
 #   - SIGINT, SIGTERM or SIGHUP: it cancels the array (scancel), waits until Slurm has removed
 #     its tasks, and exits 130 (143, 129).
+#   - SIGKILL (of slurm.pl, or of the recipe's whole process group): the process that waits for
+#     sbatch, in a process group of its own, sees slurm.pl gone and cancels the array.
 #   - Slurm kills a task (scancel, time limit, node failure) before it writes its "# Ended"
 #     line: it asks Slurm why (scontrol show job, else sacct), appends that and the end of the
 #     task's Slurm output to the task's log, ends the log with "# Ended (code N)" and names it.
@@ -35,7 +37,10 @@ use warnings;
 use Cwd qw(getcwd);
 use File::Basename qw(basename dirname);
 use File::Path qw(make_path);
-use POSIX qw(WNOHANG strftime);
+use FindBin qw($RealBin);
+use POSIX qw(WNOHANG);
+use lib "$RealBin/lib";
+use GenserJobs qw(next_option positive_int parse_job_line quote subst now report_failures);
 
 my $me = "slurm.pl";
 my %flag = (mem => "--mem", time => "--time", partition => "--partition",
@@ -49,24 +54,16 @@ sub usage {
   exit 1;
 }
 
-while (@ARGV && $ARGV[0] =~ /^--([\w-]+)(?:=(.*))?$/) {
-  my ($name, $value) = ($1, $2);
-  shift @ARGV;
-  if (!defined $value) {
-    usage() unless @ARGV;
-    $value = shift @ARGV;
-  }
+while (my ($name, $value) = next_option($me, \@ARGV, \&usage)) {
   if (exists $flag{$name}) {
     push @sbatch_opts, "$flag{$name}=$value";
   } elsif ($name eq "gpu") {
     die "$me: --gpu needs a non-negative integer, got '$value'\n" unless $value =~ /^\d+$/;
     push @sbatch_opts, "--gres=gpu:$value" if $value > 0;
   } elsif ($name eq "max-jobs-run") {
-    die "$me: --max-jobs-run needs a positive integer, got '$value'\n" unless $value =~ /^[1-9]\d*$/;
-    $max_jobs = $value;
+    $max_jobs = positive_int($me, $name, $value);
   } elsif ($name eq "controller-timeout") {
-    die "$me: --controller-timeout needs a positive integer, got '$value'\n" unless $value =~ /^[1-9]\d*$/;
-    $controller_timeout = $value;
+    $controller_timeout = positive_int($me, $name, $value);
   } elsif ($name eq "sbatch-args") {
     push @extra, split(" ", $value);
   } elsif ($name eq "config") {
@@ -76,40 +73,7 @@ while (@ARGV && $ARGV[0] =~ /^--([\w-]+)(?:=(.*))?$/) {
   }
 }
 
-my ($jobvar, $first, $last) = (undef, 1, 1);
-if (@ARGV && $ARGV[0] =~ /^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$/) {
-  ($jobvar, $first, $last) = ($1, $2, defined $3 ? $3 : $2);
-  shift @ARGV;
-  die "$me: empty job range $jobvar=$first:$last\n" if $last < $first;
-} elsif (@ARGV && $ARGV[0] =~ /^\w+=/) {
-  die "$me: bad job range '$ARGV[0]' (expected e.g. JOB=1:4)\n";
-}
-usage() if @ARGV < 2;
-my $logtemplate = shift @ARGV;
-if (defined $jobvar && $last > $first && index($logtemplate, $jobvar) < 0) {
-  die "$me: several jobs but the log file '$logtemplate' does not contain $jobvar\n";
-}
-if (!defined $jobvar && $logtemplate =~ /\bJOB\b/) {
-  die "$me: log file '$logtemplate' contains JOB but no JOB=a:b range was given\n";
-}
-
-sub shell_word {
-  my ($x) = @_;
-  return $x if $x =~ /^\S+$/;
-  $x =~ s/'/'\\''/g;
-  return "'$x'";
-}
-sub quote {
-  my ($x) = @_;
-  $x =~ s/'/'\\''/g;
-  return "'$x'";
-}
-sub subst {
-  my ($s, $j) = @_;
-  $s =~ s/\Q$jobvar\E/$j/g if defined $jobvar;
-  return $s;
-}
-my $cmdtemplate = join(" ", map { shell_word($_) } @ARGV);
+my ($jobvar, $first, $last, $logtemplate, $cmdtemplate) = parse_job_line($me, \@ARGV, \&usage);
 
 # ---- batch script --------------------------------------------------------------------------
 my $logdir = dirname($logtemplate);
@@ -136,8 +100,8 @@ print $fh "# Written by $me; the command line is: $cmdtemplate\n";
 print $fh "cd " . quote($cwd) . " || exit 1\n";
 print $fh "case \"\${SLURM_ARRAY_TASK_ID:?not run as a Slurm array task}\" in\n";
 for my $j ($first .. $last) {
-  my $log = subst($logtemplate, $j);
-  my $cmd = subst($cmdtemplate, $j);
+  my $log = subst($logtemplate, $jobvar, $j);
+  my $cmd = subst($cmdtemplate, $jobvar, $j);
   print $fh "  $j) log=" . quote($log) . "; cmd=" . quote($cmd) . " ;;\n";
 }
 print $fh "  *) echo \"$me: unexpected array index \$SLURM_ARRAY_TASK_ID\" >&2; exit 1 ;;\n";
@@ -198,7 +162,6 @@ sub tail_lines {
   my @lines = grep { /\S/ } split(/\n/, $text);
   return @lines > $n ? @lines[-$n .. -1] : @lines;
 }
-sub now { return strftime("%a %b %e %H:%M:%S %Z %Y", localtime); }
 
 # Slurm's account of each task of array $id: task index -> "STATE (reason R, exit code E)".
 # scontrol knows a job until MinJobAge after it ends; sacct (where accounting is on) later.
@@ -243,7 +206,7 @@ sub exit_code_of {
 
 # ---- submit --------------------------------------------------------------------------------
 # Remove old logs so that a task that never started is not mistaken for a finished one.
-unlink(subst($logtemplate, $_)) for ($first .. $last);
+unlink(subst($logtemplate, $jobvar, $_)) for ($first .. $last);
 my $idfile = "$qdir/$base.jobid";
 my $errfile = "$qdir/$base.sbatch.err";
 unlink($idfile, $errfile);
@@ -258,12 +221,35 @@ if ($sbatch == 0) {
   # array before it stops sbatch (sbatch alone would leave the jobs running).
   setpgrp(0, 0);
   $SIG{INT} = $SIG{TERM} = $SIG{HUP} = 'DEFAULT';
-  open(STDOUT, ">", $idfile) or die "$me: cannot write $idfile: $!\n";
-  open(STDERR, ">", $errfile) or die "$me: cannot write $errfile: $!\n";
-  exec(@submit) or do {
-    print STDERR "$me: cannot run '$prog{sbatch}' ($!): is Slurm installed? (use utils/run.pl to run locally)\n";
-    POSIX::_exit(127);
-  };
+  watch_sbatch(getppid());
+}
+# Runs sbatch and waits for it, in the forked process above. Outside the recipe's process
+# group, this process outlives a SIGKILL of that group (or of slurm.pl alone, which then can
+# cancel nothing): when slurm.pl is gone, it cancels the array and stops sbatch, so that no
+# task runs on for a recipe that is dead.
+sub watch_sbatch {
+  my ($boss) = @_;
+  my $pid = fork();
+  POSIX::_exit(1) unless defined $pid;
+  if ($pid == 0) {
+    open(STDOUT, ">", $idfile) or die "$me: cannot write $idfile: $!\n";
+    open(STDERR, ">", $errfile) or die "$me: cannot write $errfile: $!\n";
+    exec(@submit) or do {
+      print STDERR "$me: cannot run '$prog{sbatch}' ($!): is Slurm installed? (use utils/run.pl to run locally)\n";
+      POSIX::_exit(127);
+    };
+  }
+  while (waitpid($pid, WNOHANG) != $pid) {
+    if (getppid() != $boss) {
+      my $id = job_id();
+      system($prog{scancel}, $id) if defined $id;
+      kill("TERM", $pid);
+      waitpid($pid, 0);
+      POSIX::_exit(1);
+    }
+    select(undef, undef, undef, 0.5);
+  }
+  POSIX::_exit($? & 127 ? 128 + ($? & 127) : $? >> 8);
 }
 sub job_id {
   my ($id) = slurp($idfile) =~ /^(\d+)/;
@@ -342,7 +328,7 @@ if (!defined $id) {
 # ---- collect exit status from the logs -----------------------------------------------------
 my (@failed, @killed);
 for my $j ($first .. $last) {
-  my $log = subst($logtemplate, $j);
+  my $log = subst($logtemplate, $jobvar, $j);
   my $code;
   if (open(my $lh, "<", $log)) {
     while (<$lh>) { $code = $1 if /^# Ended \(code (\d+)\)/; }
@@ -355,7 +341,7 @@ if (@killed) {
   # No "# Ended" line: Slurm stopped the task (or it never started). Say why, in its log too.
   my %state = slurm_states($id);
   for my $j (@killed) {
-    my $log = subst($logtemplate, $j);
+    my $log = subst($logtemplate, $jobvar, $j);
     my $desc = $state{$j} // "unknown to Slurm now (scontrol and sacct have no record of ${id}_$j)";
     my @out = tail_lines(slurp(slurm_out($j)), 5);
     my $started = -e $log;
@@ -371,13 +357,7 @@ if (@killed) {
   }
 }
 if (@failed || @killed) {
-  my @bad = sort { $a <=> $b } (@failed, @killed);
-  my $nfail = scalar @bad;
-  print STDERR "$me: $nfail / $njobs failed, log is in " . subst($logtemplate, $bad[0])
-      . " (Slurm output in $qdir/$base.*.out)\n";
-  if ($nfail > 1) {
-    print STDERR "$me: failed logs: " . join(" ", map { subst($logtemplate, $_) } @bad) . "\n";
-  }
+  report_failures($me, [@failed, @killed], $njobs, $logtemplate, $jobvar, " (Slurm output in $qdir/$base.*.out)");
   exit 1;
 }
 if ($rc != 0) {

@@ -37,6 +37,8 @@ corpus=               # The recipe's corpus, for local/data.sh (synth or a gense
 corpus_dir=           # Corpus root, passed to local/data.sh as --corpus_dir when set.
 local_data_opts=      # Extra options for local/data.sh.
 data_dir=data/all     # Data directory written by stage 0.
+min_fold_utts=5       # Stage 2: a test fold with fewer utterances is degenerate.
+allow_degenerate_folds=false  # Stage 2: run degenerate folds (too small, or a class without training example) anyway; RESULTS.md marks them.
 
 # Feature options
 frontend=fbank_no_cmvn  # s3prl upstream name (fbank_no_cmvn, fbank, mfcc, wavlm_large, wavlm_local, ...).
@@ -104,6 +106,10 @@ fi
 . ./db.sh
 . ./cmd.sh
 
+# An empty list would make stages 3 and 4 do nothing and stage 5 fail far from the cause.
+[[ -n "${seeds//[[:space:]]/}" ]] || { log "Error: --seeds is empty; give at least one seed (e.g. --seeds 0)"; exit 2; }
+[[ -n "${models//[[:space:]]/}" ]] || { log "Error: --models is empty; give genser and/or classifier"; exit 2; }
+
 case "${task}" in
     emotion) attr=emo ;;
     gender) attr=gender ;;
@@ -125,18 +131,10 @@ sp_tag=$(speed_perturb_tag "${speed_perturb_factors}")
 sp_dirs=$(for f in ${sp_factors}; do echo "${raw_dir}_sp${f}"; done | paste -sd,)
 expdir=exp/${task}_${feat_tag}${norm_tag}_${config_tag}${args_tag}${sp_tag}${exp_tag:+_${exp_tag}}
 
-# One run at a time per directory: flock(1) on <dir>/.lock, released by the kernel when this
-# script exits in any way. The lock file says who holds it (genser.lock takes the same lock).
-lock_dir() {
-    local dir=$1 fd
-    mkdir -p "${dir}"
-    exec {fd}<>"${dir}/.lock"
-    if ! flock -n "${fd}"; then
-        log "Error: ${dir} is in use by $(cat "${dir}/.lock" 2>/dev/null || echo 'another run'); wait for it or use another --exp_tag"
-        exit 1
-    fi
-    echo "pid $$ on $(hostname) since $(date '+%Y-%m-%dT%H:%M:%S'): $0 ${resume_args[*]+${resume_args[*]}}" > "${dir}/.lock"
-}
+# One run at a time per directory (a dead run's lock is taken over): lock_dir DIR HINT.
+lock_owner="$0 ${resume_args[*]+${resume_args[*]}}"
+# shellcheck source=../../utils/lib/lock.sh
+. utils/lib/lock.sh
 
 # Fails with a message naming the missing file and the stage that makes it.
 require() {
@@ -170,7 +168,7 @@ fi
 extract_dump() {
     local out=$1 speed=$2 frontend_opts
     log "Stage 1: feature extraction (${out##*/}, nj=${nj}${speed:+, speed ${speed}}) ${data_dir} -> ${out}"
-    lock_dir "${out}"
+    lock_dir "${out}" "give it another name (--feat_tag)"
     mkdir -p "${out}/log"
     if [ -n "${frontend_conf}" ]; then
         frontend_opts="--frontend_conf ${frontend_conf}"
@@ -200,7 +198,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 2 ]; then
-    lock_dir "${expdir}"
+    lock_dir "${expdir}" "use another --exp_tag"
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -208,7 +206,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: label list and test folds -> ${expdir}"
     mkdir -p "${expdir}"
     ${python} -m genser.bin.make_labels --data_dir "${data_dir}" --task "${task}" \
-        --folds "${folds}" --out_dir "${expdir}" 2>&1 \
+        --folds "${folds}" --out_dir "${expdir}" --min_fold_utts "${min_fold_utts}" \
+        --allow_degenerate_folds "${allow_degenerate_folds}" 2>&1 \
         | tee "${expdir}/make_labels.log"
 fi
 

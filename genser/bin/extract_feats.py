@@ -15,8 +15,10 @@ the on-disk size.
 import argparse
 import hashlib
 import logging
+import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -63,8 +65,6 @@ def get_parser():
 # ---------------------------------------------------------------------------------------------
 def frontend_spec_of(args):
     """The frontend spec from --frontend_conf (a spec, or {frontend: spec}) or --frontend/--frontend_path."""
-    import os
-
     from genser.bin.common import read_yaml
     from genser.frontend import frontend_spec
 
@@ -107,6 +107,29 @@ def fingerprint(utts):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def audio_stamps(utts):
+    """{utt: "size mtime_ns"} of each utterance's audio file (pipes have none): cheap to take, and
+    a file copied over a listed one changes it, so that the job is redone rather than skipped."""
+    by_path, out = {}, {}
+    for utt, (path, _, _) in sorted(utts.items()):
+        if str(path).rstrip().endswith("|"):
+            continue
+        if path not in by_path:
+            try:
+                st = os.stat(path)
+                by_path[path] = f"{st.st_size} {st.st_mtime_ns}"
+            except OSError:
+                by_path[path] = "missing"  # the reader names the missing file
+        out[utt] = by_path[path]
+    return out
+
+
+def changed_audio(previous, stamps, utts):
+    """Lines naming the utterances whose audio file changed since ``previous`` stamps."""
+    changed = [u for u in sorted(stamps) if u in previous and previous[u] != stamps[u]]
+    return [f"utt {u}: {utts[u][0]} (size, mtime {previous[u]} -> {stamps[u]})" for u in changed]
+
+
 def check_pooling(frontend, pooling):
     """Utterance-level frontends (openSMILE functionals) are stored as they are, with pooling mean:
     frames ('none') would be a 1-frame sequence, and 'meanstd' would add a std that is always 0."""
@@ -129,27 +152,37 @@ def run_job(args):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ark, scp, done = job_paths(out_dir, args.job)
+    stamps = audio_stamps(utts)
     settings = {"frontend": frontend_spec_of(args), "layers": str(args.layers), "pooling": args.pooling,
-                "dtype": args.dtype, "data": fingerprint(utts)}
+                "dtype": args.dtype, "data": fingerprint(utts),
+                "audio": hashlib.sha1(repr(sorted(stamps.items())).encode()).hexdigest()[:16]}
     if args.speed != 1.0:  # only then: dumps made before the option keep their settings
         settings["speed"] = args.speed
     if done.is_file() and scp.is_file() and ark.is_file():
-        previous = (yaml.safe_load(done.read_text(encoding="utf-8")) or {}).get("settings")
+        record = yaml.safe_load(done.read_text(encoding="utf-8")) or {}
+        previous = record.get("settings")
         if previous == settings:
             log.info("job %d: already done (%s); skipping", args.job, done)
             return
-        log.info("job %d: settings differ from the finished run (%s vs %s); re-extracting", args.job,
-                 previous, settings)
+        changed = changed_audio(record.get("audio_stamps") or {}, stamps, utts)
+        if changed:
+            log.warning("job %d: %d audio file(s) changed since they were extracted (%s); re-extracting: %s",
+                        args.job, len(changed), done, "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))
+        else:
+            log.info("job %d: settings differ from the finished run (%s vs %s); re-extracting", args.job,
+                     previous, settings)
     # Nothing may describe the ark while it is rewritten: neither this job's scp/done nor a merged
     # feats.scp from an earlier run.
     for stale in (done, scp, out_dir / "feats.scp", out_dir / "feats.yaml"):
         stale.unlink(missing_ok=True)
-    meta = extract(args, utts, settings, ark, scp)
-    atomic_write(done, yaml.safe_dump({"settings": settings, "meta": meta}, sort_keys=False))
+    meta, suspects = extract(args, utts, settings, ark, scp)
+    atomic_write(done, yaml.safe_dump({"settings": settings, "meta": meta, "audio_stamps": stamps,
+                                       "suspect_audio": suspects}, sort_keys=False))
 
 
 def extract(args, utts, settings, ark, scp):
-    """Runs the frontend over ``utts`` into ark/scp; returns the job's metadata."""
+    """Runs the frontend over ``utts`` into ark/scp; returns the job's metadata and its suspect
+    clips (["utt kind file"], see AudioReader), which the merge sums up for the console."""
     import torch
     from tqdm import tqdm
 
@@ -190,11 +223,12 @@ def extract(args, utts, settings, ark, scp):
     log.info("job %d: %d utts, %.1f s of audio in %.1f s (real-time factor %.4f; frontend loaded in %.1f s); "
              "%s: %.2f MB", args.job, len(ids), audio_s, wall, wall / max(audio_s, 1e-9), built - start, ark,
              ark.stat().st_size / 2 ** 20)
+    suspects = [f"{utt} {kind} {where}" for utt, kind, where in reader.suspects]
     return {"frontend": frontend.describe(), "layers": keep, "num_layers": len(keep),
             "dim": frontend.hidden_size, "pooling": args.pooling, "dtype": args.dtype,
             "frame_rate": frontend.frame_rate, "whisper_mode": frontend.spec.get("whisper_mode"),
             "num_utts": len(ids), "audio_seconds": round(audio_s, 3), "wall_seconds": round(wall, 3),
-            **({"speed": args.speed} if args.speed != 1.0 else {})}
+            **({"speed": args.speed} if args.speed != 1.0 else {})}, suspects
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +240,12 @@ def merge(args):
     if missing:
         raise RuntimeError(f"{out_dir}: extraction job(s) {' '.join(map(str, missing))} of {args.nj} did not "
                            f"finish (no feats.<job>.done/.scp/.ark); re-run stage 1 (finished jobs are skipped)")
-    metas, entries = [], {}
+    metas, entries, suspects = [], {}, []
     for job in range(1, args.nj + 1):
         _, scp, done = job_paths(out_dir, job)
-        metas.append(yaml.safe_load(done.read_text(encoding="utf-8"))["meta"])
+        record = yaml.safe_load(done.read_text(encoding="utf-8"))
+        metas.append(record["meta"])
+        suspects += record.get("suspect_audio") or []
         for utt, loc in read_kv(scp).items():
             if utt in entries:
                 raise RuntimeError(f"utt {utt} is in {scp} and in an earlier job's scp; re-split and re-run stage 1")
@@ -227,8 +263,24 @@ def merge(args):
     meta.update(num_utts=len(entries), nj=args.nj, size_mb=round(size / 2 ** 20, 3),
                 audio_seconds=round(sum(m["audio_seconds"] for m in metas), 3))
     write_meta(out_dir, meta)
+    report_suspects(out_dir, suspects)
     log.info("merged %d jobs: %d utts in %s; on disk %.2f MB (%.1f KB per utt)", args.nj, len(entries),
              out_dir / "feats.scp", size / 2 ** 20, size / 2 ** 10 / max(len(entries), 1))
+
+
+def report_suspects(out_dir, suspects):
+    """The jobs' warnings about short, silent and clipped clips reach only their logs: one summary
+    line for the console (ser.sh shows the merge's output), and the list in suspect_audio.txt."""
+    path = out_dir / "suspect_audio.txt"
+    if not suspects:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_open(path) as f:
+        f.writelines(f"{line}\n" for line in sorted(suspects))
+    counts = Counter(line.split()[1] for line in suspects)
+    log.warning("suspect audio: %s (%d clips; list: %s; the warnings: %s)",
+                ", ".join(f"{counts[k]} {k}" for k in ("short", "silent", "clipped") if counts[k]),
+                len(suspects), path, out_dir / "log" / "extract.*.log")
 
 
 def check_jobs_agree(out_dir, metas):

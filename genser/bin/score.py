@@ -17,6 +17,7 @@ from genser.bin.common import load_config, setup_logging, str_or_none
 from genser.calibration_study import calibration_section
 from genser.fileio import atomic_write
 from genser.cmvn import parse_protocols
+from genser.folds import read_degenerate_folds
 from genser.report import main_table, protocol_section, render_results, write_plots
 from genser.scoring import ScoreError, load_experiment, score_experiment
 
@@ -64,7 +65,8 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     pngs = write_plots(exp, scores, primaries, out.parent)
     text = render_results(exp, scores, primaries, title=params.title or f"Results: {exp.exp_dir.resolve().name}",
-                          command=f"python -m genser.bin.score {shlex.join(argv)}", pngs=pngs)
+                          command=f"python -m genser.bin.score {shlex.join(argv)}", pngs=pngs,
+                          degenerate=read_degenerate_folds(params.exp_dir))
     if len(per_protocol) > 1:
         text += "\n".join(["", *protocol_section(per_protocol, params.exp_dir)])
     text += calibration_text(exp, primaries, out.parent)

@@ -30,7 +30,7 @@ from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
 from genser.features import (FEATURE_KIND, FeatureReader, kind_differences,
                              model_layers, pad_collate, read_scp)
-from genser.fileio import atomic_write, read_identity, read_list, write_list
+from genser.fileio import WRITE_ERRNOS, atomic_write, read_list, write_list
 from genser.folds import fold_split
 from genser.lock import LockError, dir_lock
 from genser.models import build_model
@@ -226,13 +226,12 @@ def run(params, fold, fold_dir, rank, world, device):
     model_conf = resolve_config(merge(params.model_conf, {"model": params.model}))
     identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader, perturbed))
     if (fold_dir / "train.done").exists():
-        done = read_identity(fold_dir / "train.done")
-        if done == identity["hash"]:
+        differs = trainer.done_difference(fold_dir / "train.done", identity)
+        if differs is None:
             log.info("%s: fold %s is trained (identity %s), nothing to do", fold_dir / "train.done", fold,
                      identity["hash"])
             return
-        raise TrainingError(f"{fold_dir} holds a model of another experiment (identity {done}, this "
-                            f"run {identity['hash']}: data, features or settings changed); remove {fold_dir} or "
+        raise TrainingError(f"{fold_dir} holds a model of another experiment ({differs}); remove {fold_dir} or "
                             f"train into a new exp dir")
     if rank == 0:
         write_config(params, model_conf)
@@ -289,7 +288,7 @@ def run(params, fold, fold_dir, rank, world, device):
     if rank == 0:
         # read by scoring (genser.report.fold_norms): which normalisation each fold's model holds
         atomic_write(fold_dir / "feat_norm", f"{norm_kind} {dependence:.4f}\n")
-        atomic_write(fold_dir / "train.done", f"identity {identity['hash']}\naveraged_epochs {keep}\n")
+        atomic_write(fold_dir / "train.done", trainer.done_text(identity, keep))
 
 
 def main(argv=None):
@@ -315,6 +314,11 @@ def main(argv=None):
             run(params, fold, fold_dir, rank, world, device)
     except (LockError, TrainingError) as exc:
         log.error("%s", exc)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        log.error("%s", exc)  # a full disk: one line naming the file, not a traceback
         raise SystemExit(1) from None
     if world > 1:
         # DDP's reducer sits in a reference cycle and outlives run(); if it is still alive when the
