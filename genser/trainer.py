@@ -27,7 +27,6 @@ from tqdm import tqdm
 from genser import cmvn
 from genser.features import FeatureDataset, NormalizedDataset, StackedReader, pad_collate
 from genser.checkpoint import torch_save_atomic
-from genser.fileio import atomic_open
 from genser.metrics import summarize
 
 log = logging.getLogger("genser.train")
