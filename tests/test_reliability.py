@@ -105,7 +105,7 @@ def test_the_identity_refusal_names_the_settings_that_changed(tmp_path):
 def test_the_identity_refusal_names_re_extracted_features_and_changed_data(tmp_path):
     """Case 8 downstream: a re-extracted dump (other arks) changes training's identity."""
     import numpy as np
-    from genser.features import write_feats_dir
+    from feature_fixtures import write_feats_dir
 
     root = make_experiment(tmp_path)
     train.main(train_args(root, "--epochs", "1"))
