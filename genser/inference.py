@@ -308,9 +308,8 @@ class Classifier:
         if wav.dim() == 2:
             wav = wav.mean(0)
         if int(sr) != self.sample_rate:
-            from genser.compat import import_torchaudio
-
-            wav = import_torchaudio().functional.resample(wav, int(sr), self.sample_rate)
+            # the reader's own resampler, so that a waveform and its file give the same answer
+            wav = self.reader._resample(wav, int(sr)).clamp_(-1.0, 1.0)
         try:
             return self.decide(self.posteriors([wav], "the waveform")[0])
         except (ValueError, RuntimeError) as exc:
