@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from genser.bin import export, infer
-from genser.checkpoint import load_model, save_model
+from genser.checkpoint import save_model
 from genser.inference import Classifier, InferenceError, Prediction, model_norm
 from genser.models import build_model
 
