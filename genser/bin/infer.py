@@ -16,11 +16,10 @@ A model trained on per-speaker CMVN normalises each file alone against the train
 unless ``--same_speaker`` (all inputs are one speaker) or ``--utt2spk FILE`` (lines
 ``<path, file name or id> <speaker>``) groups them; a recording's segments are one speaker.
 
-A frontend the model names loads from wherever it is when loading cannot run code (safetensors
-transformers folders, checkpoints passing torch.load(weights_only=True)); pickles, URLs and
-custom code need ``--trust_frontend`` (or name the frontend with ``--frontend_path``).
-stdout holds only the table; each unreadable input is one line on stderr, the others are still
-classified, and the exit status is then 1. The library side is genser/inference.py.
+The frontend a model names loads from wherever it is when that cannot run code (genser/trust.py);
+pickles, URLs and custom code need ``--trust_frontend`` or ``--frontend_path``. stdout holds only
+the table; each unreadable input is one line on stderr, the rest are still classified, and the
+exit status is then 1. Progress bars go to stderr. The library side is genser/inference.py.
 """
 import argparse
 import logging
@@ -91,11 +90,11 @@ def run(params):
                                  f"one speaker already")
         if same and params.utt2spk:
             raise InferenceError(f"give --utt2spk or {flag}, not both")
-    segment_options = {k: getattr(params, k) for k in ("window", "hop", "vad_threshold", "min_speech", "min_silence",
-                                                       "speech_pad", "max_segment", "block_seconds", "vad_model")}
+    lengths = {k: getattr(params, k) for k in ("window", "hop", "max_segment", "block_seconds")}
     if segmented:
-        check_segment_options(segment=params.segment, **{k: segment_options[k] for k in (
-            "window", "hop", "max_segment", "block_seconds", "vad_threshold")})
+        check_segment_options(segment=params.segment, vad_threshold=params.vad_threshold, **lengths)
+    segment_options = {**lengths, **{k: getattr(params, k) for k in (
+        "vad_threshold", "min_speech", "min_silence", "speech_pad", "vad_model")}}
     if not 0.0 <= params.min_confidence <= 1.0:
         raise InferenceError(f"--min_confidence must lie in [0, 1], got {params.min_confidence}")
     items = collect_inputs(params.wavs, params.wav_scp)
