@@ -99,6 +99,8 @@ def stored_frontend_spec(spec, model_path, trust=False):
     if trust or not path.exists():  # a missing path is reported by build_frontend
         return spec
     if spec["type"] == "s3prl" and path.is_file():
+        # s3prl then loads the same file with weights_only=False: the check holds for the file's
+        # content now, so it guards against what a model names, not against a writer racing us.
         check_weights_only(path, where, hint)
     elif spec["type"] == "hf" and path.is_dir():
         check_hf_folder(path, where, hint)
