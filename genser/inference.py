@@ -202,8 +202,8 @@ class Classifier:
                  min_confidence=0.0, device="cpu", source="the model"):
         if not 0.0 <= min_confidence <= 1.0:
             raise InferenceError(f"min_confidence must lie in [0, 1], got {min_confidence}")
-        if not temperature > 0:
-            raise InferenceError(f"{source}: temperature must be positive, got {temperature}")
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise InferenceError(f"{source}: the temperature must be a positive number, got {temperature!r}")
         self.model, self.frontend, self.feats_meta = model.to(device).eval(), frontend, feats_meta
         self.norm, self.temperature = norm, float(temperature)
         self.nsteps, self.eta, self.seed = int(nsteps), float(eta), int(seed)
