@@ -39,7 +39,7 @@ from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, wr
 
 from genser.audio import AudioReader, write_wav  # noqa: E402
 from genser.bin import extract_feats  # noqa: E402
-from genser.inference import Classifier  # noqa: E402
+from genser.inference import Classifier, model_norm  # noqa: E402
 from genser.bin.common import read_yaml  # noqa: E402
 from genser.datadir import load_data_dir, split_data_dir  # noqa: E402
 from genser.features import FeatureReader, model_layers, pad_collate, read_meta  # noqa: E402
@@ -209,7 +209,8 @@ def bench_end_to_end(args, data, spec, dump, utts):
     reader = AudioReader()
 
     def run(model, nsteps):
-        clf = Classifier(model, frontend, meta, nsteps=nsteps)
+        # the dump's normalisation (if any) travels as a checkpoint's would
+        clf = Classifier(model, frontend, meta, norm=model_norm({"feats": meta}), nsteps=nsteps)
 
         def fn():
             for group in batches(utts, args.batch_size):
