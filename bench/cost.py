@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
 from genser.audio import AudioReader, write_wav  # noqa: E402
-from genser.bin import extract_feats, infer  # noqa: E402
+from genser.bin import extract_feats  # noqa: E402
+from genser.inference import Classifier, model_norm  # noqa: E402
 from genser.bin.common import read_yaml  # noqa: E402
 from genser.datadir import load_data_dir, read_audio, split_data_dir  # noqa: E402
 from genser.features import FeatureReader, model_layers, pad_collate, read_meta  # noqa: E402
@@ -208,9 +209,12 @@ def bench_end_to_end(args, data, spec, dump, utts):
     reader = AudioReader()
 
     def run(model, nsteps):
+        # the dump's normalisation (if any) travels as a checkpoint's would
+        clf = Classifier(model, frontend, meta, norm=model_norm({"feats": meta}), nsteps=nsteps)
+
         def fn():
             for group in batches(utts, args.batch_size):
-                infer.classify(model, frontend, meta, [reader(u, *paths[u]) for u in group], nsteps=nsteps)
+                clf.posteriors([reader(u, *paths[u]) for u in group])
         return fn
 
     fns = {"classifier": run(models["classifier"], 1), "Gen-SER N=1": run(models["genser"], 1),

@@ -4,7 +4,7 @@
     python bench/long_audio.py --minutes "1 4 16" --out bench/results/long_audio.md
 
 Writes 22050 Hz recordings of the given lengths (a speech-like amplitude-modulated tone), and
-runs genser-infer on each in a fresh process with an fbank model (untrained weights: the cost
+classifies each in a fresh process as genser-infer does (genser.inference.Classifier) with an fbank model (untrained weights: the cost
 does not depend on them): ``--segment window`` (3 s windows, streamed) against ``--segment
 none`` (the whole file through the frontend at once), reporting the peak resident memory of the
 process and the wall time; and the VAD pass alone on the shortest recording, as a real-time
@@ -37,21 +37,29 @@ def write_recording(path, minutes, sr=22050):
 
 
 def child(args):
-    """Runs genser-infer in this process and prints its peak RSS (MiB) and wall time (s) as JSON."""
-    from genser.bin import infer
+    """Classifies one recording in this process (genser.inference, the code behind genser-infer)
+    and prints its peak RSS (MiB) and wall time (s) as JSON. ``args``: model, file, then the
+    segmentation as JSON ({} = the file whole, else Classifier.timeline's keyword arguments)."""
+    from genser.inference import Classifier
 
+    model, path, options = args[0], args[1], json.loads(args[2])
     start = time.perf_counter()
-    infer.main(args)
+    clf = Classifier.from_pretrained(model)
+    if options:
+        clf.timeline(path, **options)
+    else:
+        clf.classify_file(path)
     wall = time.perf_counter() - start
     print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "wall_s": wall}),
           file=sys.stderr)
 
 
-def run(args):
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+def run(model, path, options):
+    proc = subprocess.run([sys.executable, __file__, "--child", str(model), str(path), json.dumps(options)],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     if proc.returncode != 0:
-        raise SystemExit(f"genser-infer {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"classifying {path} ({options or 'whole'}) failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
@@ -84,15 +92,13 @@ def main():
     wavs = {m: work / f"rec{m:g}min.wav" for m in minutes}
     for m, path in wavs.items():
         write_recording(path, m)
-    modes = {"window (streamed)": ["--segment", "window", "--window", "3", "--hop", "3"],
-             "none (whole file)": []}
+    modes = {"window (streamed)": {"segment": "window", "window": 3, "hop": 3}, "none (whole file)": {}}
     results = {}
     for _ in range(params.repeats):
         for m, path in wavs.items():
-            for name, flags in modes.items():
-                results.setdefault((name, m), []).append(run(["--model", str(model), *flags, str(path)]))
-    vad_runs = [run(["--model", str(model), "--segment", "vad", "--min_speech", "1e9", str(wavs[minutes[0]])])
-                for _ in range(params.repeats)]
+            for name, options in modes.items():
+                results.setdefault((name, m), []).append(run(model, path, options))
+    vad_runs = [run(model, wavs[minutes[0]], {"segment": "vad", "min_speech": 1e9}) for _ in range(params.repeats)]
     lines = ["# genser-infer on long recordings", "",
              f"- command: `python bench/long_audio.py --minutes \"{params.minutes}\" --repeats {params.repeats}`",
              "- fbank_no_cmvn (mean+std) classifier, 22050 Hz mono input, OMP_NUM_THREADS=1; medians of "
@@ -104,7 +110,7 @@ def main():
         wall = statistics.median(r["wall_s"] for r in runs)
         lines.append(f"| {name} | {m:g} | {rss:.0f} | {wall:.1f} | {wall / (60 * m):.4f} |")
     vad_wall = statistics.median(r["wall_s"] for r in vad_runs)
-    lines += ["", f"VAD pass (Silero, TorchScript, 1 thread; `--min_speech 1e9` so that no segment is classified) "
+    lines += ["", f"VAD pass (Silero, TorchScript, 1 thread; `min_speech=1e9` so that no segment is classified) "
               f"on {minutes[0]:g} min: {vad_wall:.1f} s, real-time factor {vad_wall / (60 * minutes[0]):.3f}, peak RSS "
               f"{statistics.median(r['rss_mib'] for r in vad_runs):.0f} MiB.", ""]
     text = "\n".join(lines)

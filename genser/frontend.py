@@ -45,11 +45,8 @@ class FrontendError(ValueError):
 
 
 class UntrustedFrontendError(FrontendError):
-    """A frontend file named inside a model checkpoint that is not loaded without the user's say-so."""
-
-
-# s3prl upstreams whose 'path' is a download source (a URL, a hub repository), not a local file.
-REMOTE_SUFFIXES = ("_url", "_custom")
+    """A frontend file named inside a model checkpoint that is not loaded without the user's say-so
+    (the policy is in genser/trust.py)."""
 
 
 class Frontend(nn.Module):
@@ -447,7 +444,7 @@ def build_frontend(spec, device="cpu", safetensors_only=False):
     """Builds the frontend that ``spec`` describes, in eval mode on ``device``.
 
     ``safetensors_only``: transformers folders load only *.safetensors weights (for specs that
-    come from a model checkpoint, see ``stored_frontend_spec``).
+    come from a model checkpoint, see ``genser.trust.stored_frontend_spec``).
     """
     spec = frontend_spec(spec)
     if spec["type"] == "s3prl":
@@ -468,64 +465,3 @@ def build_frontend(spec, device="cpu", safetensors_only=False):
     logger.info("frontend %s: %d layers x %d dims, %.1f frames/s", spec, frontend.num_layers,
                 frontend.hidden_size, frontend.frame_rate)
     return frontend
-
-
-# ---------------------------------------------------------------------------------------------
-# Specs read back from model checkpoints
-# ---------------------------------------------------------------------------------------------
-def stored_frontend_spec(spec, model_path, trust=False):
-    """The frontend spec recorded in the checkpoint ``model_path``, checked before anything loads.
-
-    A model.pt may come from anyone, and the file its spec names is unpickled by s3prl with
-    ``torch.load(weights_only=False)`` (distiller_local, ...), which runs whatever code the file
-    carries. So, unless ``trust``:
-
-    - URLs and download sources (``*_url``/``*_custom`` upstreams) are refused;
-    - a relative path resolves against the model file's folder (never the CWD), and a path that
-      leaves that folder (absolute elsewhere, ``..``, a symlink out) is refused;
-    - an s3prl checkpoint must load with ``torch.load(weights_only=True)`` first, which only
-      rebuilds tensors and plain containers: a file that passes cannot carry pickled code.
-
-    Transformers folders are loaded from safetensors only (``build_frontend(...,
-    safetensors_only=True)``, which the caller applies to every stored spec). Raises
-    UntrustedFrontendError (one line naming the model file and the path) when refused.
-    """
-    spec = frontend_spec(spec)
-    if "path" not in spec:
-        return spec
-    model_path = Path(model_path)
-    raw = spec["path"]
-    where = f"{model_path}: frontend path {raw!r} (the 'feats.frontend.path' it records)"
-    hint = (f"name the file yourself with --frontend_path, or pass --trust_frontend if you trust "
-            f"{model_path.name} and its source")
-    remote = "://" in raw or (spec["type"] == "s3prl" and spec["name"].endswith(REMOTE_SUFFIXES))
-    if remote:
-        if trust:
-            return spec
-        raise UntrustedFrontendError(f"{where} is a download source; genser-infer does not fetch what a "
-                                     f"checkpoint names: {hint}")
-    folder = model_path.resolve().parent
-    path = (folder / raw).resolve()  # an absolute raw path stays itself; symlinks are followed
-    spec["path"] = str(path)
-    if trust:
-        return spec
-    if not path.is_relative_to(folder):
-        raise UntrustedFrontendError(f"{where} lies outside the model's folder {folder}: {hint}")
-    if spec["type"] == "s3prl" and path.is_file():
-        check_weights_only(path, where, hint)
-    return spec
-
-
-def check_weights_only(path, where, hint):
-    """Raises UntrustedFrontendError unless ``path`` loads with torch.load(weights_only=True)."""
-    import argparse
-
-    try:
-        # argparse.Namespace (fairseq-style configs in s3prl checkpoints) is a plain attribute
-        # bag: rebuilding one runs no code of the file's choosing.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any failure means "not provably safe"
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise UntrustedFrontendError(f"{where} does not load with torch.load(weights_only=True), so loading "
-                                     f"it could run code it carries ({reason}): {hint}") from None

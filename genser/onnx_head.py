@@ -11,6 +11,8 @@ is not part of the graph. Gen-SER's sampler is unrolled into N denoiser calls on
 grid with the deterministic sampler (eta = 0), so the graph has no loop and no random draw; a
 model whose path starts from noise (schedule std(1) > 0) would need one and is refused.
 """
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -73,7 +75,6 @@ def export_head(model, path, nsteps=1):
 
     Batch and frame axes are dynamic. Uses torch's TorchScript-based exporter, which needs only
     the ``onnx`` package (the newer exporter would add onnxscript)."""
-    import os
     import tempfile
     import warnings
 
@@ -100,18 +101,39 @@ def export_head(model, path, nsteps=1):
 
 
 class OnnxHead:
-    """An exported head run by ONNX Runtime on the CPU: ``head(feats, lengths) -> scores`` (numpy)."""
+    """An exported head run by ONNX Runtime on the CPU: ``head(feats, lengths) -> scores`` (numpy).
+
+    A graph inside a genser-export folder is checked against the sha256 its export.yaml records
+    first (a changed file is refused, naming it), and every answer is checked finite: a graph
+    with a corrupted weight must not hand out posteriors. ``num_layers`` and ``dim`` are the
+    sizes the graph's ``feats`` input takes ([batch, frames, num_layers, dim]).
+    """
 
     def __init__(self, path, threads=1):
+        from genser.export import export_folder_of, verify_export
+
         ort = _onnx_modules()
+        self.path = str(path)
+        folder = export_folder_of(path)
+        if folder is not None:
+            verify_export(folder, [os.path.relpath(path, folder)])
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(self.path, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 -- onnxruntime's errors do not name the file
+            raise ExportError(f"{path}: ONNX Runtime cannot load it: {' '.join(str(exc).split())[:300]}") from None
+        shape = next(i for i in self.session.get_inputs() if i.name == "feats").shape
+        self.num_layers, self.dim = shape[2], shape[3]
 
     def __call__(self, feats, lengths):
         feats = np.ascontiguousarray(np.asarray(feats, dtype=np.float32))
         lengths = np.ascontiguousarray(np.asarray(lengths, dtype=np.int64))
-        return self.session.run([OUTPUT], {"feats": feats, "lengths": lengths})[0]
+        scores = self.session.run([OUTPUT], {"feats": feats, "lengths": lengths})[0]
+        if not np.isfinite(scores).all():
+            raise ExportError(f"{self.path}: the graph gave non-finite scores (NaN or inf); its weights are "
+                              f"corrupted, or the input is")
+        return scores
 
 
 def max_difference(model, onnx_path, feats, lengths, nsteps=1):

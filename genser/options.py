@@ -1,8 +1,10 @@
 """Typed option values for argparse: the command-line entry points (genser.bin) and the corpus
-preparers' ``add_arguments`` both declare options with them, so they live in the library."""
+preparers' ``add_arguments`` both declare options with them, so they live in the library; and the
+YAML mapping reader that config files and exports share."""
 import argparse
+from pathlib import Path
 
-__all__ = ["str2bool", "str_or_none"]
+__all__ = ["str2bool", "str_or_none", "read_yaml"]
 
 
 def str2bool(value):
@@ -19,3 +21,19 @@ def str2bool(value):
 def str_or_none(value):
     """argparse type: the string, or None for none/null/empty."""
     return None if value is None or str(value).strip().lower() in ("", "none", "null") else str(value)
+
+
+def read_yaml(path):
+    """Loads a YAML mapping (an empty file gives {}); anything else raises ValueError."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data

@@ -104,7 +104,7 @@ def test_case1_urls_are_refused_without_opt_in(tmp_path, capsys):
 
 def test_case1_relative_path_resolves_against_model_folder_and_opt_ins_work(tmp_path, monkeypatch, capsys):
     """A safe checkpoint in the model's folder loads (even run from another CWD holding an evil
-    file of the same name); outside the folder it needs --trust_frontend or --frontend_path."""
+    file of the same name), and so does one outside it; the opt-ins work too."""
     marker = tmp_path / "PWNED"
     exp, cwd, ext = tmp_path / "exp", tmp_path / "cwd", tmp_path / "ext"
     for d in (exp, cwd, ext):
@@ -121,10 +121,11 @@ def test_case1_relative_path_resolves_against_model_folder_and_opt_ins_work(tmp_
     out = capsys.readouterr().out.splitlines()
     assert out[0].split("\t") == ["id", "label", *LABELS] and out[1].split("\t")[0] == wav
 
+    # trust follows what the file is, not where it lies: a weights-only checkpoint elsewhere loads
     outside = save_genser_model(exp / "out.pt", {"type": "s3prl", "name": "wavlm_local",
                                                  "path": str(ext / "frontend.pt")}, 3, 32)
-    with pytest.raises(SystemExit, match="outside the model's folder"):
-        infer.main(["--model", str(outside), wav])
+    infer.main(["--model", str(outside), wav])
+    assert len(capsys.readouterr().out.splitlines()) == 2 and not marker.exists()
     infer.main(["--model", str(outside), "--trust_frontend", wav])
     assert len(capsys.readouterr().out.splitlines()) == 2
     infer.main(["--model", str(outside), "--frontend_path", str(ext / "frontend.pt"), wav])
@@ -135,7 +136,8 @@ def test_case1_transformers_folder_from_a_model_is_safetensors_only(tmp_path):
     """A stored hf spec never loads pickled pytorch_model.bin (nor remote code)."""
     from test_frontend import save_tiny_hf
 
-    from genser.frontend import UntrustedFrontendError, build_frontend, stored_frontend_spec
+    from genser.frontend import UntrustedFrontendError, build_frontend
+    from genser.trust import stored_frontend_spec
 
     folder = tmp_path / "exp" / "w2v"
     save_tiny_hf(folder, "wavlm")

@@ -198,6 +198,40 @@ def test_genser_infer_classifies_wav_files(trained_recipe):
     assert len(lines) == 3
 
 
+def test_the_trained_model_is_usable_as_it_is_and_a_pickled_frontend_is_not(trained_recipe, tmp_path):
+    """Issue 20: the model.pt the recipe just trained classifies files from Python and through
+    genser-infer with neither --frontend_path nor --trust_frontend; the same model naming a
+    pickled frontend checkpoint is refused, and its pickle never runs."""
+    import torch
+
+    from genser.checkpoint import load_model, save_model
+    from genser.inference import Classifier, InferenceError
+
+    model = next(exp_of(trained_recipe).glob("seed0/genser/fold_*/model.pt"))
+    wavs = [str(w) for w in sorted((trained_recipe / "downloads" / "synth").rglob("*.wav"))[:3]]
+    preds = Classifier.from_pretrained(model, nsteps=2).classify_files(wavs)
+    assert [p.path for p in preds] == wavs and all(p.label in ("neutral", "happy", "angry", "sad") for p in preds)
+    result = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--quiet", "--model", str(model), "--nsteps",
+                             "2", *wavs], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split("\t")[1] for line in result.stdout.splitlines()[1:]] == [p.label for p in preds]
+
+    class Evil:
+        def __reduce__(self):
+            return exec, (f"open({str(tmp_path / 'PWNED')!r}, 'w').write('pwned')",)
+
+    torch.save({"model": Evil()}, tmp_path / "frontend.ckpt")
+    net, extra = load_model(model)
+    extra["feats"]["frontend"] = {"type": "s3prl", "name": "distiller_local", "path": str(tmp_path / "frontend.ckpt")}
+    save_model(tmp_path / "model.pt", net, extra=extra)
+    with pytest.raises(InferenceError, match="weights_only=True"):
+        Classifier.from_pretrained(tmp_path / "model.pt")
+    result = subprocess.run([sys.executable, "-m", "genser.bin.infer", "--model", str(tmp_path / "model.pt"), wavs[0]],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "weights_only=True" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "PWNED").exists()
+
+
 @pytest.mark.recipe
 def test_speed_perturbation_and_speaker_cmvn_inside_the_model(tmp_path):
     recipe = make_recipe(tmp_path)

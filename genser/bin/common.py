@@ -6,25 +6,9 @@ from pathlib import Path
 
 # The option types live in the library (the corpus preparers declare options too); the CLIs
 # import them from here with the other helpers.
-from genser.options import str2bool, str_or_none  # noqa: F401
+from genser.options import read_yaml, str2bool, str_or_none  # noqa: F401
 
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-
-
-def read_yaml(path):
-    """Loads a YAML mapping (an empty file gives {}); anything else raises ValueError."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def load_config(parser, argv=None):
