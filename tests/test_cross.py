@@ -320,8 +320,9 @@ def test_cross_recipe_end_to_end(tmp_path, emodb_dir, urdu_dir):
     assert collections.Counter(data.fold.values()) == {"train": 24, "urdu": 24}
     assert data.labels("emotion") == SHARED
 
-    # Shared-class runs pool (and so extract) only the clips the label maps send to a shared class.
-    result = run_recipe(cross, "--stop_stage", "1", "--train_sets", "emodb", "--test_sets", "urdu", *small)
+    # --pool mapped pools (and so extracts) only the clips the label maps send to a shared class.
+    result = run_recipe(cross, "--stop_stage", "1", "--train_sets", "emodb", "--test_sets", "urdu", "--pool", "mapped",
+                        *small)
     assert result.returncode == 0, result.stderr[-4000:]
     pooled = load_data_dir(cross / "data" / "all")
     emodb_labels = {pooled.emo[u] for u in pooled.utts if u.startswith("emodb_")}

@@ -32,6 +32,8 @@ taxonomy=flat         # flat | hierarchical (family + leaf code; needs --label_s
 shared_labels="neutral happy angry sad"  # The shared taxonomy (classes mapped elsewhere are dropped).
 label_map_dir=conf/label_map  # <corpus>.txt: "corpus_label shared_label" lines.
 max_per_class=0       # Keep at most this many utterances per corpus and label (0: all; for tests).
+pool=all              # all | mapped: pool (and extract) every clip of the corpora, or only those whose label maps
+                      # onto a shared class (--label_set shared). all keeps the per-corpus moments label-free.
 
 # Feature options (passed to ser.sh; the pooled dump is shared by every cell)
 frontend=fbank_no_cmvn  # s3prl upstream name (fbank_no_cmvn: s3prl fbank without per-utterance CMVN).
@@ -100,9 +102,13 @@ echo "${run_args}" >> exp/commands.log
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: pool ${corpora} -> data/all"
-    # shared-label cells drop the unmapped classes: they are not pooled (nor extracted) at all
+    # --pool mapped: the shared-label cells' unmapped classes are not pooled (nor extracted) at all
     pool_opts=()
-    [ "${label_set}" = shared ] && pool_opts=(--label_map_dir "${label_map_dir}" --shared_labels "${shared_labels}")
+    case "${pool}" in
+        all) ;;
+        mapped) pool_opts=(--label_map_dir "${label_map_dir}" --shared_labels "${shared_labels}") ;;
+        *) log "Error: --pool must be all or mapped, got '${pool}'"; exit 2 ;;
+    esac
     local/data.sh --corpora "${corpora}" --egs_dir "${egs_dir}" --max_per_class "${max_per_class}" \
         "${pool_opts[@]}"
 fi
