@@ -246,6 +246,10 @@ def model_card(info, row):
              "## Results", ""]
     if row:
         lines += [f"From `{info['results']}` (all folds of the experiment, not only this model's):", "", *row, ""]
+        if "clip UA" in row[0]:  # the summary by evaluation protocol (genser.bin.score_seeds)
+            lines += ["Each column names an evaluation protocol: `clip` is what one file of an unknown speaker gets "
+                      "(each clip normalised alone), `speaker-K` what K files of the speaker given together get, "
+                      "`speaker-all` all of them (docs/TRAINING.md, \"Evaluation protocols\").", ""]
     else:
         lines += ["No RESULTS.md row was found for this model (give one with genser-export --results).", ""]
     lines += ["## Use", "", "```sh", "genser-infer --model model.pt recording.wav", "```", "",
