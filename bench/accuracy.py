@@ -28,7 +28,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
-from genser.bin import decode, extract_feats, make_labels, train  # noqa: E402
 from genser.scoring import load_experiment, score_experiment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -77,9 +76,9 @@ def prepare(args, work):
         dump = work / "dump" / name
         if not (dump / "feats.scp").exists():
             start = time.time()
-            quiet(extract_feats.main, ["--data_dir", str(data), "--out_dir", str(dump), *opts],
+            quiet("genser.bin.extract_feats", ["--data_dir", str(data), "--out_dir", str(dump), *opts],
                   work / "log" / f"extract_{name}.log")
-            quiet(extract_feats.main, ["--merge", "--out_dir", str(dump), "--nj", "1", "--data_dir", str(data)],
+            quiet("genser.bin.extract_feats", ["--merge", "--out_dir", str(dump), "--nj", "1", "--data_dir", str(data)],
                   work / "log" / f"extract_{name}.log")
             print(f"extracted {name}: {time.time() - start:.0f}s", flush=True)
     return data, list(frontends)
@@ -89,18 +88,18 @@ def run_experiment(*, args, data, dump, exp, task, seed, systems, model_conf):
     """Trains and decodes every fold for each system into exp/<system>/fold_<f>/; returns scores."""
     exp.mkdir(parents=True, exist_ok=True)
     if not (exp / "folds.txt").exists():
-        quiet(make_labels.main, ["--data_dir", str(data), "--task", task, "--folds", args.folds,
+        quiet("genser.bin.make_labels", ["--data_dir", str(data), "--task", task, "--folds", args.folds,
                                  "--out_dir", str(exp)], exp / "bench.log")
     folds = (exp / "folds.txt").read_text().split()
     for system, fold in itertools.product(systems, folds):
         fold_dir = exp / system / f"fold_{fold}"
         common = ["--feat_dir", str(dump), "--data_dir", str(data), "--task", task, "--seed", str(seed)]
         if not (fold_dir / "train.done").exists():
-            quiet(train.main, ["--config", args.config, "--model", system, "--labels", str(exp / "labels.txt"),
+            quiet("genser.bin.train", ["--config", args.config, "--model", system, "--labels", str(exp / "labels.txt"),
                                "--fold", fold, "--exp_dir", str(exp / system), "--model_conf",
                                yaml.safe_dump(model_conf), *common], exp / "bench.log")
         if not any(fold_dir.glob("decode_*/hyp.tsv")):
-            quiet(decode.main, ["--model_dir", str(fold_dir), "--nsteps", NSTEPS, "--eta", ETAS, *common],
+            quiet("genser.bin.decode", ["--model_dir", str(fold_dir), "--nsteps", NSTEPS, "--eta", ETAS, *common],
                   exp / "bench.log")
     scores, _ = score_experiment(load_experiment(exp))
     logging.getLogger().handlers.clear()

@@ -1,10 +1,9 @@
 """Shared by the bench/ scripts: machine description, results files, quiet entry-point runs, EmoDB data."""
-import contextlib
 import datetime
-import io
-import logging
 import os
 import shlex
+import sys
+import subprocess
 from pathlib import Path
 
 from genser.report import environment
@@ -30,28 +29,22 @@ def whisper_spec(folder):
     return {"type": "hf", "path": str(Path(folder).resolve()), "whisper_mode": "sliced"}
 
 
-def quiet(fn, argv, log_file):
-    """Runs a genser entry point with its console output appended to log_file (training also
-    keeps its own train.log), so a benchmark prints one line per run instead. A failure stops
-    the benchmark with a pointer to that log."""
+def quiet(module, argv, log_file):
+    """Runs a genser entry point (``python -m module argv``, as a recipe stage does) with its
+    console output appended to log_file (training also keeps its own train.log), so a benchmark
+    prints one line per run instead. A failure stops the benchmark with a pointer to that log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(log_file, "a") as f, contextlib.redirect_stderr(f), contextlib.redirect_stdout(io.StringIO()):
-            code = fn(argv)
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        logging.getLogger().handlers.clear()
-    if code not in (0, None):
-        raise SystemExit(f"error: {fn.__module__} {' '.join(map(str, argv))} failed ({code}); see {log_file}")
+    with open(log_file, "a") as f:
+        code = subprocess.run([sys.executable, "-m", module, *map(str, argv)], stdout=subprocess.DEVNULL,
+                              stderr=f).returncode
+    if code != 0:
+        raise SystemExit(f"error: {module} {' '.join(map(str, argv))} failed ({code}); see {log_file}")
 
 
 def prepare_emodb(emodb, work):
     """The EmoDB data dir (leave-one-speaker-out folds) under work/data/all; made once."""
-    from genser.bin import prepare_corpus
-
     data = Path(work) / "data" / "all"
     if not (data / "utt2emo").exists():
-        quiet(prepare_corpus.main, ["emodb", "--corpus_dir", str(emodb), "--data_dir", str(data)],
+        quiet("genser.bin.prepare_corpus", ["emodb", "--corpus_dir", str(emodb), "--data_dir", str(data)],
               Path(work) / "log" / "prepare.log")
     return data

@@ -38,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, prepare_emodb, quiet, whisper_spec, write_results  # noqa: E402
 
 from genser.audio import AudioReader, write_wav  # noqa: E402
-from genser.bin import extract_feats  # noqa: E402
 from genser.inference import Classifier, model_norm  # noqa: E402
-from genser.bin.common import read_yaml  # noqa: E402
+from genser.options import read_yaml  # noqa: E402
 from genser.datadir import load_data_dir, read_audio, split_data_dir  # noqa: E402
 from genser.features import FeatureReader, model_layers, pad_collate, read_meta  # noqa: E402
 from genser.frontend import build_frontend, frontend_spec  # noqa: E402
@@ -109,7 +108,7 @@ def bench_extraction(args, data, frontends, work):
             def fn():  # a fresh job each time: its done marker would otherwise skip the work
                 for stale in dump.glob("feats*"):
                     stale.unlink()
-                quiet(extract_feats.main, ["--data_dir", str(data_dir), "--out_dir", str(dump), "--frontend_conf",
+                quiet("genser.bin.extract_feats", ["--data_dir", str(data_dir), "--out_dir", str(dump), "--frontend_conf",
                                            str(work / f"{name}.yaml"), "--batch_size", str(args.batch_size)],
                       work / "log" / f"extract_{name}.log")
                 # the job's own clock: frontend loading excluded, as in the bare forward
@@ -120,7 +119,7 @@ def bench_extraction(args, data, frontends, work):
         dumps[name] = work / "dump" / name
         medians = interleaved({"bare": bare, "16k": job(data16, work / "dump16k" / name, walls16),
                                "22k": job(data, dumps[name], walls22)}, max(1, args.repeats // 2))
-        quiet(extract_feats.main, ["--merge", "--out_dir", str(dumps[name]), "--nj", "1"],
+        quiet("genser.bin.extract_feats", ["--merge", "--out_dir", str(dumps[name]), "--nj", "1"],
               work / "log" / f"extract_{name}.log")
         bare_s, job16, job22 = medians["bare"], statistics.median(walls16[1:]), statistics.median(walls22[1:])
         nj = stage1_wall(data16, work, name)
@@ -269,9 +268,9 @@ def ensure_dumps(args, data, frontends, work):
         if not (dumps[name] / "feats.scp").is_file():
             (work / f"{name}.yaml").write_text(yaml.safe_dump(spec))
             log = work / "log" / f"extract_{name}.log"
-            quiet(extract_feats.main, ["--data_dir", str(data), "--out_dir", str(dumps[name]), "--frontend_conf",
+            quiet("genser.bin.extract_feats", ["--data_dir", str(data), "--out_dir", str(dumps[name]), "--frontend_conf",
                                        str(work / f"{name}.yaml"), "--batch_size", str(args.batch_size)], log)
-            quiet(extract_feats.main, ["--merge", "--out_dir", str(dumps[name]), "--nj", "1"], log)
+            quiet("genser.bin.extract_feats", ["--merge", "--out_dir", str(dumps[name]), "--nj", "1"], log)
     return dumps
 
 

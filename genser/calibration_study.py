@@ -18,7 +18,7 @@ import numpy as np
 from genser.calibration import auroc, fit_temperature, reliability, summarize_calibration, temperature_scale
 from genser.fileio import read_identity
 from genser.report import md_table
-from genser.scoring import ScoreError, parse_setting, primary_setting, read_hyp
+from genser.scoring import ScoreError, parse_setting, primary_setting, read_hyp, setting_name
 
 log = logging.getLogger("genser.calibration_study")
 
@@ -136,7 +136,7 @@ def confidence_study(exp):
             parsed = parse_setting(setting)
             if parsed is None or parsed[1] == 0.0 or parsed[0] < 2:
                 continue
-            det = f"nsteps{parsed[0]}_eta0.0"
+            det = setting_name(parsed[0], 0.0)
             if det not in exp.settings(system) or not all(
                     (exp.decodes[(system, setting, f)].path.parent / "draws.tsv").is_file()
                     for f in exp.folds_of(system, setting)):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from genser.scoring import METRICS, parse_setting
+from genser.stats import sign_test, wilcoxon_signed_rank
 
 METRIC_NAMES = {"ua": "UA", "wa": "WA", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
 
@@ -241,3 +242,64 @@ def render_results(exp, scores, primaries, *, title, command, pngs, degenerate=N
         if name.startswith("confusion_"):
             out += [f"![{desc}]({name})", ""]
     return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Over seeds (genser.bin.score_seeds): per_seed is {seed: (experiment, scores, primaries)}
+
+SEED_METRICS = ("ua", "wa", "macro_f1")
+
+
+def pair_differences(per_seed, a, b, metric):
+    """[(seed, fold, a - b)] over the (fold, seed) pairs both systems have."""
+    out = []
+    for seed, (exp, scores, primaries) in per_seed.items():
+        sa, sb = scores[a, primaries[a]]["folds"], scores[b, primaries[b]]["folds"]
+        out += [(seed, f, sa[f][metric] - sb[f][metric]) for f in exp.folds if f in sa and f in sb]
+    return out
+
+
+def seed_table(per_seed, systems, probe=None):
+    """Systems over seeds; ``probe`` (one protocol's entry of probe.yaml) adds its row (no seeds)."""
+    header = ["System", "Setting", *(f"{METRIC_NAMES[m]} (seeds)" for m in SEED_METRICS), "pooled UA (seeds)",
+              *(f"UA seed {s}" for s in per_seed)]
+    rows = []
+    for system in systems:
+        primary = {s: prim[system] for s, (_, _, prim) in per_seed.items()}
+        means = {m: [sc[system, primary[s]]["mean"][m] for s, (_, sc, _) in per_seed.items()] for m in SEED_METRICS}
+        pooled = [sc[system, primary[s]]["pooled"]["ua"] for s, (_, sc, _) in per_seed.items()]
+        cells = [mean_std_of(means[m]) for m in SEED_METRICS]
+        rows.append([system, "/".join(sorted(set(primary.values()))), *cells, mean_std_of(pooled),
+                     *(pct(v) for v in means["ua"])])
+    if probe:
+        rows.append(["LR probe", "same features and folds", f"{probe['mean_ua']:.1f}", "-", "-",
+                     f"{probe['pooled']['ua']:.1f}", *("-" for _ in per_seed)])
+    return md_table(header, rows, left=2)
+
+
+def summary_table(per_protocol, systems, probe=None):
+    """Systems x protocols: UA over folds, mean ± std over seeds (the headline table)."""
+    header = ["System", *(f"{q} UA" for q in per_protocol)]
+    rows = []
+    for system in systems:
+        cells = []
+        for per_seed in per_protocol.values():
+            cells.append(mean_std_of([sc[system, prim[system]]["mean"]["ua"] for _, sc, prim in per_seed.values()]))
+        rows.append([system, *cells])
+    if probe:
+        rows.append(["LR probe", *(f"{probe['protocols'][q]['mean_ua']:.1f}" if q in probe["protocols"] else "-"
+                                   for q in per_protocol)])
+    return md_table(header, rows, left=1)
+
+
+def paired_table(per_seed, a, b):
+    header = ["Metric", f"mean {a} − {b}", "wins / losses / ties", "sign test p", "Wilcoxon p", "pairs"]
+    rows = []
+    for metric in SEED_METRICS:
+        diffs = [d for _, _, d in pair_differences(per_seed, a, b, metric)]
+        wins, losses, p_sign = sign_test(diffs)
+        _, p_wil = wilcoxon_signed_rank(diffs)
+        rows.append([METRIC_NAMES[metric], f"{100 * statistics.fmean(diffs):+.2f}",
+                     f"{wins} / {losses} / {len(diffs) - wins - losses}", f"{p_sign:.3g}", f"{p_wil:.3g}",
+                     str(len(diffs))])
+    return md_table(header, rows, left=1)

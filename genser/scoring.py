@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genser.fileio import read_identity
+from genser.fileio import atomic_open, read_identity
 from genser.folds import fold_key
 from genser.metrics import confusion_matrix, summarize_confusion
 
@@ -126,6 +126,35 @@ class Experiment:
         return sorted((f for s, st, f in self.decodes if (s, st) == (system, setting)), key=fold_key)
 
 
+def setting_name(nsteps, eta):
+    """The decode setting's directory name (decode_<name>/): "nsteps3_eta0.5" (parse_setting reads it)."""
+    return f"nsteps{int(nsteps)}_eta{float(eta)}"
+
+
+def parse_steps(text, minimum=0):
+    """'1 3 10' -> [1, 3, 10], each an integer >= ``minimum`` (0: the no-transport ablation, which
+    only decode takes; sampling and the ONNX heads need >= 1). The one check of --nsteps."""
+    try:
+        steps = [int(n) for n in str(text).replace(",", " ").split()]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < minimum:
+        raise ValueError(f"--nsteps must list integers >= {minimum}"
+                         f"{' (0: no transport, the initial sample)' if minimum == 0 else ''}, got {text!r}")
+    return steps
+
+
+def parse_etas(text):
+    """'0.0 0.5' -> [0.0, 0.5], each a number >= 0. The one check of --eta."""
+    try:
+        etas = [float(e) for e in str(text).replace(",", " ").split()]
+    except ValueError:
+        etas = []
+    if not etas or min(etas) < 0:
+        raise ValueError(f"--eta must list non-negative numbers, got {text!r}")
+    return etas
+
+
 def parse_setting(setting):
     """"nsteps3_eta0.5" -> (3, 0.5); any other setting name (e.g. "argmax") -> None."""
     m = SETTING_RE.match(setting)
@@ -148,6 +177,27 @@ def hyp_name(protocol="clip", subset="test"):
     if subset == "dev":
         return "hyp_dev.tsv"
     return "hyp.tsv" if protocol == "clip" else f"hyp.{protocol}.tsv"
+
+
+def identity_file(hyp_path):
+    """The name of the identity file that goes with a hyp.tsv (any protocol) or hyp_dev.tsv."""
+    return "identity_dev" if hyp_path.name == "hyp_dev.tsv" else "identity"
+
+
+def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
+    """hyp.tsv (or hyp_dev.tsv), and next to it the identity of the model that made it (checked
+    by scoring): ``identity`` for hyp.tsv, ``identity_dev`` for hyp_dev.tsv."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not all(math.isfinite(s) for row in scores for s in row):
+        raise ValueError(f"non-finite scores from the model for {path}: the model is broken (diverged?)")
+    with atomic_open(path.parent / identity_file(path)) as f:
+        f.write(f"identity {identity}\n")
+    with atomic_open(path) as f:
+        f.write("\t".join(["utt", "ref", "hyp", *labels]) + "\n")
+        for utt, ref, pred, row in zip(utts, refs, preds, scores):
+            f.write("\t".join([utt, labels[ref], labels[pred], *(f"{s:.6f}" for s in row)]) + "\n")
+
 
 
 def find_hyps(exp_dir, protocol="clip"):

@@ -16,12 +16,14 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from genser import cmvn
@@ -315,6 +317,19 @@ def describe_difference(old, new):
     if not keys:
         return "no recorded identity"
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4])
+
+
+def setup_distributed(device):
+    """(rank, world_size, device) from the torchrun environment; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device(device)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend)
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    return dist.get_rank(), world, torch.device(device)
 
 
 def speaker_norm(*, train_set, dev_set, spk_of, relevance, norm_k, seed):

@@ -238,7 +238,7 @@ def test_clip_protocol_uses_no_other_clip_of_the_speaker(tmp_path):
 def test_decode_refuses_features_of_another_kind():
     """A model trained on speaker-normalised features must not be decoded on raw ones (or the
     other way round), which would run and score silently wrong."""
-    from genser.bin.decode import check_features
+    from genser.decoding import check_features
 
     raw = {"frontend": {"type": "s3prl", "name": "fbank"}, "layers": [0], "num_layers": 1, "dim": 4,
            "pooling": "mean"}
@@ -246,5 +246,5 @@ def test_decode_refuses_features_of_another_kind():
     check_features(norm, {**norm, "cmvn": {**norm["cmvn"], "mean": [[1.0] * 4]}}, "m.pt", "dump/x")  # moments may differ
     check_features(None, raw, "m.pt", "dump/x")  # an old checkpoint: nothing to compare
     for trained, found, what in ((norm, raw, "cmvn"), (raw, norm, "cmvn"), (raw, {**raw, "pooling": "meanstd"}, "pooling")):
-        with pytest.raises(SystemExit, match=f"dump/x holds other features than m.pt was trained on: .*{what}"):
+        with pytest.raises(ValueError, match=f"dump/x holds other features than m.pt was trained on: .*{what}"):
             check_features(trained, found, "m.pt", "dump/x")

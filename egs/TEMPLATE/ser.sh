@@ -257,6 +257,8 @@ fi
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     require "${expdir}/folds.txt" 2
     log "Stage 4: decoding (seeds: ${seeds}; nsteps: ${nsteps}; eta: ${eta}; protocols: ${protocols})"
+    ndecode=$(( $(wc -w <<< "${seeds}") * $(wc -w <<< "${models}") * $(wc -l < "${expdir}/folds.txt") ))
+    idecode=0
     for seed in ${seeds}; do
         for model in ${models}; do
             while read -r fold; do
@@ -270,7 +272,9 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
                         --device "${device}" \
                         ${decode_args} \
                     || { show_failed_logs "${fdir}/decode.log"; exit 1; }
+                idecode=$((idecode + 1))
             done < "${expdir}/folds.txt"
+            log "Stage 4: ${idecode}/${ndecode} folds decoded (seed ${seed}, ${model}), ${SECONDS}s since the start"
         done
     done
 fi

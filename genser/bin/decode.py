@@ -19,7 +19,6 @@ vote, agreement and spread of K stochastic terminal samples per utterance (docs/
 """
 import argparse
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -28,13 +27,12 @@ from torch.utils.data import DataLoader
 from genser.bin.common import load_config, setup_logging
 from genser import trainer
 from genser.checkpoint import load_model
-from genser.calibration import draw_agreement, draw_spread
 from genser.cmvn import parse_protocols
 from genser.datadir import ATTR_OF_TASK, load_data_dir
-from genser.features import FeatureDataset, FeatureReader, kind_differences, pad_collate
-from genser.fileio import atomic_open
+from genser.decoding import check_features, decode, decode_draws, settings_of, write_draws
+from genser.features import FeatureDataset, FeatureReader, pad_collate
 from genser.metrics import summarize
-from genser.scoring import hyp_name
+from genser.scoring import hyp_name, write_hyp
 
 log = logging.getLogger("genser.decode")
 
@@ -61,83 +59,6 @@ def get_parser():
     return p
 
 
-def settings_of(kind, nsteps, eta):
-    """(directory name, nsteps, eta) per decoding setting; the classifier has a single one."""
-    if kind != "genser":
-        return [("argmax", 1, 0.0)]
-    steps = [int(n) for n in str(nsteps).split()]
-    etas = [float(e) for e in str(eta).split()]
-    if not steps or min(steps) < 0:
-        raise ValueError(f"--nsteps must list integers >= 0 (0: no transport, the initial sample), got {nsteps!r}")
-    if not etas or min(etas) < 0:
-        raise ValueError(f"--eta must list non-negative numbers, got {eta!r}")
-    return [(f"nsteps{n}_eta{e}", n, e) for n in steps for e in etas]
-
-
-@torch.no_grad()
-def decode(model, loader, *, nsteps, eta, generator, device):
-    preds, scores = [], []
-    for feats, lengths, _ in loader:
-        out = model.predict(feats.to(device), lengths.to(device), nsteps=nsteps, eta=eta, generator=generator)
-        preds.append(out["pred"].cpu())
-        scores.append(out["scores"].cpu())
-    return torch.cat(preds).tolist(), torch.cat(scores).tolist()
-
-
-def identity_file(hyp_path):
-    """The name of the identity file that goes with a hyp.tsv (any protocol) or hyp_dev.tsv."""
-    return "identity_dev" if hyp_path.name == "hyp_dev.tsv" else "identity"
-
-
-@torch.no_grad()
-def decode_draws(model, loader, *, draws, nsteps, eta, generator, device):
-    """Per utterance: (vote, agreement, spread, max of the mean posterior) over ``draws`` samples."""
-    rows = []
-    for feats, lengths, _ in loader:
-        feats, lengths = feats.to(device), lengths.to(device)
-        samples = torch.stack([model.generate(feats, lengths, nsteps=nsteps, eta=eta, generator=generator)
-                               for _ in range(draws)]).cpu()  # [K, B, Dc]
-        posteriors = model.taxonomy.posteriors(samples.flatten(0, 1).to(device), tau=model.config["tm"]["ce_tau"])
-        posteriors = posteriors.cpu().reshape(draws, -1, posteriors.shape[-1])
-        vote, agreement = draw_agreement(posteriors.argmax(-1).numpy(), len(model.labels))
-        spread = draw_spread(samples.numpy())
-        rows += list(zip(vote.tolist(), agreement.tolist(), spread.tolist(),
-                         posteriors.mean(0).max(-1).values.tolist()))
-    return rows
-
-
-def write_draws(path, utts, refs, rows, labels, draws):
-    with atomic_open(path) as f:
-        f.write("\t".join(["utt", "ref", "vote", "agreement", "spread", "mean_max", "draws"]) + "\n")
-        for utt, ref, (vote, agreement, spread, mean_max) in zip(utts, refs, rows):
-            f.write(f"{utt}\t{labels[ref]}\t{labels[vote]}\t{agreement:.6f}\t{spread:.6f}\t{mean_max:.6f}\t{draws}\n")
-
-
-def write_hyp(path, utts, refs, preds, scores, labels, identity=None):
-    """hyp.tsv (or hyp_dev.tsv), and next to it the identity of the model that made it (checked
-    by scoring): ``identity`` for hyp.tsv, ``identity_dev`` for hyp_dev.tsv."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not all(math.isfinite(s) for row in scores for s in row):
-        raise ValueError(f"non-finite scores from the model for {path}: the model is broken (diverged?)")
-    with atomic_open(path.parent / identity_file(path)) as f:
-        f.write(f"identity {identity}\n")
-    with atomic_open(path) as f:
-        f.write("\t".join(["utt", "ref", "hyp", *labels]) + "\n")
-        for utt, ref, pred, row in zip(utts, refs, preds, scores):
-            f.write("\t".join([utt, labels[ref], labels[pred], *(f"{s:.6f}" for s in row)]) + "\n")
-
-
-def check_features(trained, found, model_path, feat_dir):
-    """SystemExit when the dump ``feat_dir`` holds other features than the model was trained on
-    (say raw features for a model trained on speaker-normalised ones), which would decode silently wrong."""
-    if not trained:  # checkpoints from before the feats entry: nothing to compare
-        return
-    diff = kind_differences(trained, found)
-    if diff:
-        raise SystemExit(f"error: {feat_dir} holds other features than {model_path} was trained on: "
-                         f"{'; '.join(diff)}")
-
-
 def main(argv=None):
     params = load_config(get_parser(), argv)
     setup_logging()
@@ -161,7 +82,10 @@ def main(argv=None):
     data = load_data_dir(params.data_dir)
     refs = data.targets(params.task, utts, model.labels)
     reader = FeatureReader(params.feat_dir)
-    check_features(extra.get("feats"), reader.meta, model_dir / "model.pt", params.feat_dir)
+    try:
+        check_features(extra.get("feats"), reader.meta, model_dir / "model.pt", params.feat_dir)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if reader.meta.get("cmvn", {}).get("group") == "spk":
         raise SystemExit(f"error: {params.feat_dir} is normalised per speaker with every clip of the test speaker "
                          f"(an older recipe's dump): no protocol but speaker-all can be decoded from it; retrain on "

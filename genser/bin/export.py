@@ -33,6 +33,7 @@ from genser.checkpoint import ModelError
 from genser.export import check_export, export_model, replace_folder
 from genser.frontend import FrontendError
 from genser.onnx_head import ExportError
+from genser.scoring import parse_steps
 
 log = logging.getLogger("genser.export")
 
@@ -57,12 +58,9 @@ def get_parser():
 
 def parse_nsteps(text):
     try:
-        steps = [int(x) for x in str(text).replace(",", " ").split()]
-    except ValueError:
-        steps = []
-    if not steps or min(steps) < 1:
-        raise SystemExit(f'error: --nsteps must be positive integers such as "1 3", got {text!r}')
-    return steps
+        return parse_steps(text, minimum=1)  # the ONNX heads sample: at least one step
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def main(argv=None):

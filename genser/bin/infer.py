@@ -30,6 +30,7 @@ from tqdm import tqdm
 from genser.bin.common import load_config, setup_logging, str_or_none
 from genser.inference import (UNKNOWN, Classifier, InferenceError, check_segment_options, collect_inputs,
                               one_line, read_utt2spk)
+from genser.scoring import parse_steps
 
 log = logging.getLogger("genser.infer")
 
@@ -39,7 +40,7 @@ def get_parser():
     p.add_argument("--model", required=True, help="model.pt written by training (stage 3), or an exported folder")
     p.add_argument("wavs", nargs="*", help="audio files (any rate, mono or stereo) or directories of them")
     p.add_argument("--wav_scp", help="Kaldi wav.scp of utterances to classify")
-    p.add_argument("--nsteps", type=int, default=1, help="Gen-SER sampling steps")
+    p.add_argument("--nsteps", type=int, default=1, help="Gen-SER sampling steps (>= 1)")
     p.add_argument("--eta", type=float, default=0.0, help="sampler stochasticity")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -146,8 +147,9 @@ def main(argv=None):
     params = load_config(get_parser(), argv)
     setup_logging()
     try:
+        parse_steps(params.nsteps, minimum=1)  # the one check of --nsteps (decode and export use it too)
         run(params)
-    except InferenceError as exc:
+    except (InferenceError, ValueError) as exc:
         raise SystemExit(f"error: {one_line(exc)}") from None
 
 

@@ -12,19 +12,17 @@ folds.txt has a hyp.tsv and that each was decoded from the model its fold holds 
 """
 import argparse
 import logging
-import statistics
 import sys
 from pathlib import Path
 
 from genser.bin.common import setup_logging
 from genser.fileio import atomic_write
 from genser.cmvn import parse_protocols
-from genser.report import METRIC_NAMES, environment, md_table, mean_std_of, pct, protocol_description
+from genser.folds import read_degenerate_folds
+from genser.report import environment, paired_table, protocol_description, seed_table, summary_table
 from genser.scoring import ScoreError, load_experiment, score_experiment
-from genser.stats import sign_test, wilcoxon_signed_rank
 
 log = logging.getLogger("genser.score")
-METRICS = ("ua", "wa", "macro_f1")
 
 
 def get_parser():
@@ -38,62 +36,7 @@ def get_parser():
     return p
 
 
-def pair_differences(per_seed, a, b, metric):
-    """[(seed, fold, a - b)] over the (fold, seed) pairs both systems have."""
-    out = []
-    for seed, (exp, scores, primaries) in per_seed.items():
-        sa, sb = scores[a, primaries[a]]["folds"], scores[b, primaries[b]]["folds"]
-        out += [(seed, f, sa[f][metric] - sb[f][metric]) for f in exp.folds if f in sa and f in sb]
-    return out
-
-
-def seed_table(per_seed, systems, probe=None):
-    """Systems over seeds; ``probe`` (one protocol's entry of probe.yaml) adds its row (no seeds)."""
-    header = ["System", "Setting", *(f"{METRIC_NAMES[m]} (seeds)" for m in METRICS), "pooled UA (seeds)",
-              *(f"UA seed {s}" for s in per_seed)]
-    rows = []
-    for system in systems:
-        primary = {s: prim[system] for s, (_, _, prim) in per_seed.items()}
-        means = {m: [sc[system, primary[s]]["mean"][m] for s, (_, sc, _) in per_seed.items()] for m in METRICS}
-        pooled = [sc[system, primary[s]]["pooled"]["ua"] for s, (_, sc, _) in per_seed.items()]
-        cells = [mean_std_of(means[m]) for m in METRICS]
-        rows.append([system, "/".join(sorted(set(primary.values()))), *cells, mean_std_of(pooled),
-                     *(pct(v) for v in means["ua"])])
-    if probe:
-        rows.append(["LR probe", "same features and folds", f"{probe['mean_ua']:.1f}", "-", "-",
-                     f"{probe['pooled']['ua']:.1f}", *("-" for _ in per_seed)])
-    return md_table(header, rows, left=2)
-
-
-def summary_table(per_protocol, systems, probe=None):
-    """Systems x protocols: UA over folds, mean ± std over seeds (the headline table)."""
-    header = ["System", *(f"{q} UA" for q in per_protocol)]
-    rows = []
-    for system in systems:
-        cells = []
-        for per_seed in per_protocol.values():
-            cells.append(mean_std_of([sc[system, prim[system]]["mean"]["ua"] for _, sc, prim in per_seed.values()]))
-        rows.append([system, *cells])
-    if probe:
-        rows.append(["LR probe", *(f"{probe['protocols'][q]['mean_ua']:.1f}" if q in probe["protocols"] else "-"
-                                   for q in per_protocol)])
-    return md_table(header, rows, left=1)
-
-
-def paired_table(per_seed, a, b):
-    header = ["Metric", f"mean {a} − {b}", "wins / losses / ties", "sign test p", "Wilcoxon p", "pairs"]
-    rows = []
-    for metric in METRICS:
-        diffs = [d for _, _, d in pair_differences(per_seed, a, b, metric)]
-        wins, losses, p_sign = sign_test(diffs)
-        _, p_wil = wilcoxon_signed_rank(diffs)
-        rows.append([METRIC_NAMES[metric], f"{100 * statistics.fmean(diffs):+.2f}",
-                     f"{wins} / {losses} / {len(diffs) - wins - losses}", f"{p_sign:.3g}", f"{p_wil:.3g}",
-                     str(len(diffs))])
-    return md_table(header, rows, left=1)
-
-
-def render(exp_dir, per_protocol, title, probe=None):
+def render(exp_dir, per_protocol, title, probe=None, degenerate=None):
     """The summary over protocols, then one section per protocol (clip, the headline, first): over
     seeds, then the paired test."""
     clip = per_protocol["clip"]
@@ -103,6 +46,8 @@ def render(exp_dir, per_protocol, title, probe=None):
              f"- folds: {' '.join(any_exp.folds)}", f"- environment: {environment()}", "",
              "Mean over folds per seed, then mean ± std over seeds (std of the seed means). Each seed's "
              "own tables: " + ", ".join(f"[seed {s}](seed{s}/RESULTS.md)" for s in clip) + ".", "",
+             *(f"> **note**: degenerate fold {fold} is in these means (--allow_degenerate_folds): {why}  "
+               for fold, why in (degenerate or {}).items()), *([""] if degenerate else []),
              "## Summary: UA by evaluation protocol", "",
              "Which statistics of the test speaker each decision used: clip none (the headline, what a user "
              "gets on one file), speaker-K K unlabelled clips of the speaker, speaker-all all of them. "
@@ -139,7 +84,8 @@ def main(argv=None):
 
         probe = yaml.safe_load(Path(args.probe).read_text(encoding="utf-8"))
     out = Path(args.out or exp_dir / "RESULTS.md")
-    atomic_write(out, render(exp_dir, per_protocol, args.title or f"Results: {exp_dir.name}", probe))
+    atomic_write(out, render(exp_dir, per_protocol, args.title or f"Results: {exp_dir.name}", probe,
+                             read_degenerate_folds(exp_dir)))
     log.info("wrote %s", out)
     return 0
 
