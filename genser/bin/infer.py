@@ -5,21 +5,14 @@
     genser-infer --model model.pt --segment vad --out_dir timelines meeting.wav
     genser-infer --model export/emodb_whisper --utt2spk spk.txt recordings/
 
-Inputs: files, directories (every audio file under them, recursively) and ``--wav_scp``;
-``--model`` is a model.pt or an exported folder (genser-export; its checksums are verified).
-``--segment none`` classifies each file whole: one line per file (id, label, the posterior of
-every label). ``--segment vad`` (Silero VAD, offline) or ``window`` classifies each segment of a
-recording: one line per segment (id, start, end, label, posteriors), and with ``--out_dir``
-<name>.tsv, <name>.json (the timeline, naming model, nsteps, eta and genser version) and <name>.png.
-
-A model trained on per-speaker CMVN normalises each file alone against the training moments
-unless ``--same_speaker`` (all inputs are one speaker) or ``--utt2spk FILE`` (lines
+Inputs: files, directories (recursively) and ``--wav_scp``; ``--model`` is a model.pt or an
+exported folder (its checksums are verified). One line per file (id, label, posteriors), or with
+``--segment vad|window`` per segment (id, start, end, ...), and with ``--out_dir`` <name>.tsv,
+.json (the timeline: model, nsteps, eta, version) and .png. A per-speaker CMVN model normalises
+each file alone (the clip protocol) unless ``--same_speaker`` or ``--utt2spk FILE`` (lines
 ``<path, file name or id> <speaker>``) groups them; a recording's segments are one speaker.
-
-The frontend a model names loads from wherever it is when that cannot run code (genser/trust.py);
-pickles, URLs and custom code need ``--trust_frontend`` or ``--frontend_path``. stdout holds only
-the table; each unreadable input is one line on stderr, the rest are still classified, and the
-exit status is then 1. Progress bars go to stderr. The library side is genser/inference.py.
+A frontend that cannot run code loads from anywhere (genser/trust.py); pickles, URLs and custom
+code need ``--trust_frontend``. An unreadable input is one line on stderr (exit status 1).
 """
 import argparse
 import logging
