@@ -9,6 +9,7 @@ import soundfile as sf
 import yaml
 
 from genser.audio import AudioError, AudioReader
+from genser import extraction
 from genser.bin import extract_feats
 from genser.features import FeatureReader
 from genser.frontend import build_frontend
@@ -88,12 +89,12 @@ def test_mean_pooling_float16_and_layer_selection(tmp_path):
 
 
 def test_parse_layers():
-    assert extract_feats.parse_layers("all", 4) == [0, 1, 2, 3]
-    assert extract_feats.parse_layers("3 0", 4) == [0, 3]
-    assert extract_feats.parse_layers("1,-1", 4) == [1, 3]
+    assert extraction.parse_layers("all", 4) == [0, 1, 2, 3]
+    assert extraction.parse_layers("3 0", 4) == [0, 3]
+    assert extraction.parse_layers("1,-1", 4) == [1, 3]
     for bad in ("4", "1 1", "x", ""):
         with pytest.raises(ValueError, match="layers"):
-            extract_feats.parse_layers(bad, 4)
+            extraction.parse_layers(bad, 4)
 
 
 def stamps(out, job):
