@@ -165,11 +165,20 @@ def normalize_dump(feat_dir, utt2group, out_dir, group="spk", norm_vars=True, re
     return sizes
 
 
+def unit_stats(own, prior, relevance):
+    """((mean, var), alone) of a unit of clips (Moments ``own``) shrunk towards ``prior`` by
+    ``relevance``; at relevance 0 a lone clip's own moments would erase it, so it gets the prior's
+    alone (``alone`` True)."""
+    if relevance == 0 and own.n < 2:
+        return prior.mean_var(), True
+    return own.mean_var(prior, relevance), False
+
+
 def normalize_unit(feats_list, cmvn):
     """The utterances of one speaker, a list of [T, L, D], normalised as the dump behind ``cmvn``
     (the ``cmvn`` entry of its feats.yaml, which a model's checkpoint keeps) was: with their own
     moments, shrunk towards the dump's by its relevance. This is how genser-infer treats new
-    audio, one recording (or one run, ``--cmvn_unit all``) as one speaker.
+    audio, one recording (or the files genser-infer --same_speaker groups) as one speaker.
 
     With relevance 0, a single utterance's own moments would erase it; it then gets the dump's
     moments alone (returned flag True, so the caller can say so).
@@ -179,10 +188,7 @@ def normalize_unit(feats_list, cmvn):
     own = Moments()
     for f in feats_list:
         own.add(f)
-    prior = Moments.of(cmvn["mean"], cmvn["var"])
-    relevance = float(cmvn["relevance"])
-    alone = relevance == 0 and own.n < 2
-    mean, var = prior.mean_var() if alone else own.mean_var(prior, relevance)
+    (mean, var), alone = unit_stats(own, Moments.of(cmvn["mean"], cmvn["var"]), float(cmvn["relevance"]))
     return [normalize(f, mean, var, cmvn["norm_vars"]) for f in feats_list], alone
 
 
@@ -304,11 +310,7 @@ class SpeakerNorm:
         if k is None and spk in self._all:
             return self._all[spk]
         unit = draw_unit(key, self.siblings[key], k, key_rng(seed, key, epoch))
-        own = pool(self.moments[u] for u in unit)
-        if self.relevance == 0 and own.n < 2:  # a lone clip's own moments would erase it
-            out = self.prior_moments.mean_var()
-        else:
-            out = own.mean_var(self.prior_moments, self.relevance)
+        out, _ = unit_stats(pool(self.moments[u] for u in unit), self.prior_moments, self.relevance)
         if k is None:
             self._all[spk] = out
         return out

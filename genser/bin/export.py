@@ -1,6 +1,6 @@
 """Write a trained model as a self-contained folder that can be shipped (genser-export).
 
-    genser-export --model exp/emotion_egemaps_mean_normauto_train/seed0/genser/fold_03/model.pt \
+    genser-export --model exp/emotion_egemaps_mean_cmvnauto_train/seed0/genser/fold_03/model.pt \
         --out_dir export/emodb_egemaps_genser --licence CC-BY-4.0 [--onnx --nsteps "1 3"]
     genser-infer --model export/emodb_egemaps_genser/model.pt a.wav
 
