@@ -179,12 +179,12 @@ def train_fold(params, fold, fold_dir, rank, world, device):
     keep = trainer.fit(model=model, step_model=step_model, optimizer=optimizer, loaders=loaders, params=hp,
                        state=state, device=device, rank=rank, fold_dir=fold_dir, where=f"fold {fold}",
                        save_model_fn=save)
-    if rank == 0 and params.calibrate == "inner":
+    if rank == 0 and params.calibrate in ("inner", "crossfit"):
         model.temperature, report = trainer.calibrate_inner(
             build=lambda: build_model(model_conf, labels=labels, input_dim=meta["dim"], num_layers=model_layers(meta)),
             sources=sources, train_utts=split["train"] + split["dev"],
             targets=dict(zip(split["train"] + split["dev"], targets["train"] + targets["dev"])), spk=spk,
-            norm_kind=norm_kind, params=hp, device=device, where=f"fold {fold}")
+            norm_kind=norm_kind, params=hp, device=device, where=f"fold {fold}", crossfit=params.calibrate == "crossfit")
         log.info("calibration: %s", report)
         # read by the calibration study of stage 5 (genser.calibration_study.stored_temperature)
         atomic_write(fold_dir / "calibration", f"temperature {model.temperature:.6f}\n{report}\n")

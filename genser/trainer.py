@@ -58,11 +58,12 @@ TRAIN_DEFAULTS = {
     "cmvn_relevance": 2.0,
     "norm_k": "1 2 4 8 all",
     # inner: after training, fit the posteriors' temperature on held-out training speakers
-    # (calibrate_inner; one extra training on 2/3 of them); none: temperature 1.
+    # (calibrate_inner; one extra training on 2/3 of them); crossfit: every third held out in
+    # turn (three extra trainings); none: temperature 1.
     "calibrate": "inner",
 }
 CLASS_BALANCE = ("none", "sampler")
-CALIBRATE = ("inner", "none")
+CALIBRATE = ("inner", "crossfit", "none")
 
 
 class TrainingError(RuntimeError):
@@ -387,14 +388,17 @@ def posteriors(model, dataset, device, batch_size=64):
     return torch.cat(out).numpy()
 
 
-def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3):
+def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3,
+                    crossfit=False):
     """(temperature, report) fitted on held-out training speakers, or (1.0, reason) where there
     are fewer than 2 training speakers.
 
     A model of the same configuration (``build()`` makes it) is trained on the training speakers
     outside one inner group (1/``groups`` of them, genser.folds.inner_groups) and decodes the
-    held-out group clip by clip (the headline protocol); the temperature minimises the NLL of its
-    posteriors (genser.calibration.fit_temperature). The test fold is never read.
+    held-out group clip by clip (the headline protocol); with ``crossfit`` every group is held out
+    in turn (``groups`` models), so that every training speaker is decoded once. The temperature
+    minimises the NLL of the pooled held-out posteriors (genser.calibration.fit_temperature). The
+    test fold is never read.
     """
     from genser.calibration import fit_temperature, nll, temperature_scale
     from genser.folds import inner_groups
@@ -402,21 +406,27 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     speakers = sorted({spk[u] for u in train_utts})
     if len(speakers) < 2:
         return 1.0, f"not calibrated: {len(speakers)} training speaker(s), none to hold out"
-    held = set(inner_groups(speakers, min(groups, len(speakers)), derive_seed(params["seed"], "calibrate"))[0])
-    fit_utts = [u for u in train_utts if spk[u] not in held]
-    val_utts = [u for u in train_utts if spk[u] in held]
-    train_set, _, norm = fold_datasets(sources=sources, train_utts=fit_utts, train_targets=[targets[u] for u in fit_utts],
-                                       dev_utts=[], dev_targets=[], spk=spk, norm_kind=norm_kind, params=params)
-    torch.manual_seed(derive_seed(params["seed"], "calibrate"))
-    model = fit_in_memory(model=build().to(device), train_set=train_set, params=params, device=device,
-                          where=f"{where}, calibration model")
-    val = protocol_dataset(FeatureDataset(sources[0], val_utts, [targets[u] for u in val_utts]), norm,
-                           spk.__getitem__, "clip", params["seed"])
-    probs = posteriors(model, val, device)
-    refs = np.array([targets[u] for u in val_utts])
+    dealt = inner_groups(speakers, min(groups, len(speakers)), derive_seed(params["seed"], "calibrate"))
+    probs, refs, held_all = [], [], []
+    for g, held in enumerate(dealt if crossfit else dealt[:1]):
+        held = set(held)
+        fit_utts = [u for u in train_utts if spk[u] not in held]
+        val_utts = [u for u in train_utts if spk[u] in held]
+        train_set, _, norm = fold_datasets(sources=sources, train_utts=fit_utts,
+                                           train_targets=[targets[u] for u in fit_utts], dev_utts=[], dev_targets=[],
+                                           spk=spk, norm_kind=norm_kind, params=params)
+        torch.manual_seed(derive_seed(params["seed"], "calibrate", *([g] if g else [])))
+        model = fit_in_memory(model=build().to(device), train_set=train_set, params=params, device=device,
+                              where=f"{where}, calibration model {g + 1}")
+        val = protocol_dataset(FeatureDataset(sources[0], val_utts, [targets[u] for u in val_utts]), norm,
+                               spk.__getitem__, "clip", params["seed"])
+        probs.append(posteriors(model, val, device))
+        refs += [targets[u] for u in val_utts]
+        held_all += sorted(held)
+    probs, refs = np.concatenate(probs), np.array(refs)
     t = fit_temperature(probs, refs)
-    report = (f"temperature {t:.3f} from {len(val_utts)} utterances of {len(held)} held-out training speaker(s) "
-              f"({' '.join(sorted(held))}): NLL {nll(probs, refs):.3f} -> {nll(temperature_scale(probs, t), refs):.3f}")
+    report = (f"temperature {t:.3f} from {len(refs)} utterances of {len(held_all)} held-out training speaker(s) "
+              f"({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> {nll(temperature_scale(probs, t), refs):.3f}")
     return t, report
 
 
