@@ -290,3 +290,35 @@ def test_every_shipped_training_config_resolves(conf, tmp_path):
     model_conf = merge(train.read_yaml(conf).get("model_conf") or {}, {"model": "genser"})
     build_model(model_conf, LABELS, input_dim=8, num_layers=2)
     assert params.epochs >= 1
+
+
+def test_calibration_holds_out_training_speakers_only_and_crossfit_all_of_them():
+    """--calibrate inner holds out one third of the training speakers; crossfit each third in turn,
+    so every training speaker is decoded once; the temperature is positive and finite."""
+    import re
+
+    import numpy as np
+
+    from genser import trainer
+    from genser.models import build_model
+
+    rng = np.random.default_rng(0)
+    utts = [f"s{s}_{i}" for s in range(6) for i in range(4)]
+    feats = {u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}
+    spk = {u: u.split("_")[0] for u in utts}
+    targets = {u: int(u[-1]) % 2 for u in utts}
+    params = {**trainer.TRAIN_DEFAULTS, "epochs": 1, "seed": 0, "feat_norm": "none"}
+    runs = {}
+    for crossfit in (False, True):
+        t, report = trainer.calibrate_inner(
+            build=lambda: build_model({"model": "classifier", "encoder": {"hidden": 8}}, ["a", "b"], 4, 1),
+            sources=[feats], train_utts=utts, targets=targets, spk=spk, norm_kind="none", params=params,
+            device="cpu", where="test", crossfit=crossfit)
+        held = re.search(r"\(([^()]*)\): NLL", report).group(1).split()
+        runs[crossfit] = (t, held)
+        assert 0 < t < float("inf")
+    assert len(runs[False][1]) == 2 and set(runs[False][1]) < set(spk.values())
+    assert sorted(runs[True][1]) == sorted(set(spk.values()))
+    one, reason = trainer.calibrate_inner(build=None, sources=[feats], train_utts=utts[:4], targets=targets, spk=spk,
+                                          norm_kind="none", params=params, device="cpu", where="test")
+    assert one == 1.0 and "1 training speaker" in reason

@@ -80,7 +80,8 @@ def get_parser():
                         "'all' (all the speaker's clips), '1 all' (also the clip alone, as a test clip is)")
     p.add_argument("--calibrate", default=d["calibrate"], choices=trainer.CALIBRATE,
                    help="inner: fit the posteriors' temperature on held-out training speakers after training "
-                        "(one extra training on the others); none: temperature 1")
+                        "(one extra training on the others); crossfit: every third held out in turn (three); "
+                        "none: temperature 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=0, help="torch threads per process (0: torch default)")
