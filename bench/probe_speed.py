@@ -28,7 +28,7 @@ from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
 from genser.features import FeatureReader, load_all  # noqa: E402
 from genser.folds import inner_splits  # noqa: E402
 from genser.metrics import summarize  # noqa: E402
-from genser.probe import C_GRID, fit_path, predict  # noqa: E402
+from genser.probe import C_GRID, fit_path, minimise, predict  # noqa: E402
 
 
 def cold64(x_fit, y_fit, num_classes, grid=C_GRID):
@@ -40,16 +40,7 @@ def cold64(x_fit, y_fit, num_classes, grid=C_GRID):
     for c in grid:
         w = torch.zeros(xf.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
         b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
-        lam = 1.0 / (2.0 * c * len(xf))
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(xf @ w + b, y_fit) + lam * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        minimise(w, b, xf, y_fit, c, max_iter=200, history_size=20)
         out[c] = (w.detach().float(), b.detach().float(), mean.float(), std.float())
     return out
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Moments", "accumulate", "normalize", "normalize_dump", "normalize_unit", "label_dependence", "AUTO_MAX_DEPENDENCE",
-           "CMVN_GROUPS", "PROTOCOLS", "FEAT_NORMS", "protocol_k", "parse_protocols", "parse_norm_k", "utterance_moments",
+           "CMVN_GROUPS", "FEAT_NORMS", "protocol_k", "parse_protocols", "parse_norm_k", "utterance_moments",
            "pool", "draw_unit", "SpeakerNorm", "choose_feat_norm", "fit_prior"]
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,6 @@ def normalize_unit(feats_list, cmvn):
 #   speaker-all every unlabelled clip of its speaker (transductive)
 # A model without normalisation gives the same decisions under every protocol.
 
-PROTOCOLS = ("clip", "speaker-all")  # the two ends; speaker-<K> for any K >= 2 lies between
 FEAT_NORMS = ("none", "speaker", "auto")
 
 

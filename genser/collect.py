@@ -10,18 +10,11 @@ from pathlib import Path
 import yaml
 
 from genser.report import md_table, mean_std_of, protocol_description
-from genser.scoring import ScoreError, load_experiment, score_experiment
+from genser.scoring import ScoreError, load_experiment, score_experiment, seed_dirs
 
 # (row name, system, decoding setting): Gen-SER at N=1 and N=3 (eta 0), the classifier
 ROWS = (("Gen-SER N=1", "genser", "nsteps1_eta0.0"), ("Gen-SER N=3", "genser", "nsteps3_eta0.0"),
         ("classifier", "classifier", "argmax"))
-
-
-def seed_dirs(exp_dir):
-    """{seed: dir}: the seed<S> dirs of a recipe's exp dir, or the dir itself as seed '-'."""
-    exp_dir = Path(exp_dir)
-    found = {p.name[len("seed"):]: p for p in sorted(exp_dir.glob("seed*")) if p.is_dir()}
-    return found or {"-": exp_dir}
 
 
 def protocols_of(exp_dir):
@@ -33,8 +26,8 @@ def protocols_of(exp_dir):
 def collect_exp(exp_dir, protocols):
     """{protocol: {row: [UA per seed]}}, the folds and seeds, and the probe entry (or None)."""
     out, folds, seeds = {}, set(), []
-    for seed, path in seed_dirs(exp_dir).items():
-        seeds.append(seed)
+    for path in seed_dirs(exp_dir):
+        seeds.append(path.name[len("seed"):] if path != Path(exp_dir) else "-")
         for q in protocols:
             try:
                 exp = load_experiment(path, q)

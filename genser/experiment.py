@@ -14,7 +14,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from genser import trainer
-from genser.checkpoint import load_model, save_model
+from genser.checkpoint import save_model
 from genser.cmvn import choose_feat_norm
 from genser.config import merge, resolve_config
 from genser.datadir import ATTR_OF_TASK, load_data_dir
@@ -84,8 +84,8 @@ def perturbed_readers(params, reader, train):
     return readers
 
 
-def prepare_fold(params, fold):
-    data = load_data_dir(params.data_dir)
+def prepare_fold(params, fold, data):
+    """(labels, split, targets) of fold ``fold`` of the data dir ``data``."""
     labels = read_list(params.labels)
     train, dev, test = fold_split(data, fold, dev_ratio=params.dev_ratio, seed=params.seed)
     if not train or not test:
@@ -104,10 +104,9 @@ def write_config(params, model_config):
     atomic_write(Path(params.exp_dir) / "config.yaml", yaml.safe_dump(conf, sort_keys=False))
 
 
-def fold_norm(params, split, reader):
+def fold_norm(params, split, reader, data):
     """The fold's normalisation kind ('speaker' or 'none') and the speaker-label dependence of
     its training and dev utterances (never the test fold's), logged."""
-    data = load_data_dir(params.data_dir)
     attr = getattr(data, ATTR_OF_TASK[params.task])
     seen = split["train"] + split["dev"]
     kind, dep = choose_feat_norm(params.feat_norm, data.spk, {u: attr[u] for u in seen})
@@ -122,10 +121,11 @@ def fold_norm(params, split, reader):
 def train_fold(params, fold, fold_dir, rank, world, device):
     """Trains fold ``fold`` into ``fold_dir`` (rank 0 writes), or returns at once when train.done
     holds this run's identity; refuses (TrainingError) a fold dir of another run, naming what changed."""
-    labels, split, targets = prepare_fold(params, fold)
+    data = load_data_dir(params.data_dir)
+    labels, split, targets = prepare_fold(params, fold, data)
     reader = FeatureReader(params.feat_dir)
     meta = reader.meta
-    norm_kind, dependence = fold_norm(params, split, reader)
+    norm_kind, dependence = fold_norm(params, split, reader, data)
     perturbed = perturbed_readers(params, reader, split["train"])
     model_conf = resolve_config(merge(params.model_conf, {"model": params.model}))
     identity = trainer.run_identity(identity_parts(params, fold, labels, model_conf, reader, perturbed))
@@ -155,7 +155,7 @@ def train_fold(params, fold, fold_dir, rank, world, device):
         log.info("speed perturbation: %d training items (%d utterances x %d: factors 1 %s)",
                  len(split["train"]) * len(sources), len(split["train"]), len(sources),
                  " ".join(str(r.meta["speed"]) for r in perturbed))
-    spk = load_data_dir(params.data_dir).spk
+    spk = data.spk
     # extra["norm"] is the normalisation a model applies (absent: none; genser-infer reads it),
     # extra["feat_norm"] how the fold came to it.
     train_set, dev_set, norm = trainer.fold_datasets(
@@ -172,6 +172,19 @@ def train_fold(params, fold, fold_dir, rank, world, device):
     step_model = DistributedDataParallel(trainer.LossModule(model)) if world > 1 else trainer.LossModule(model)
 
     def save(path, model, extra):
+        """model.pt (rank 0, once the epochs are averaged), with the temperature calibrated first,
+        so that the model is written once and holds it."""
+        if params.calibrate in ("inner", "crossfit"):
+            model.temperature, report = trainer.calibrate_inner(
+                build=lambda: build_model(model_conf, labels=labels, input_dim=meta["dim"],
+                                          num_layers=model_layers(meta)),
+                sources=sources, train_utts=split["train"] + split["dev"],
+                targets=dict(zip(split["train"] + split["dev"], targets["train"] + targets["dev"])), spk=spk,
+                norm_kind=norm_kind, params=hp, device=device, where=f"fold {fold}",
+                crossfit=params.calibrate == "crossfit")
+            log.info("calibration: %s", report)
+            # read by the calibration study of stage 5 (genser.calibration_study.stored_temperature)
+            atomic_write(fold_dir / "calibration", f"temperature {model.temperature:.6f}\n{report}\n")
         extra = {**extra, "feats": meta, "task": params.task, "fold": fold, "identity": identity["hash"],
                  "feat_norm": {"requested": params.feat_norm, "kind": norm_kind, "dependence": dependence}}
         save_model(path, model, extra={**extra, "norm": norm} if norm else extra)
@@ -179,16 +192,6 @@ def train_fold(params, fold, fold_dir, rank, world, device):
     keep = trainer.fit(model=model, step_model=step_model, optimizer=optimizer, loaders=loaders, params=hp,
                        state=state, device=device, rank=rank, fold_dir=fold_dir, where=f"fold {fold}",
                        save_model_fn=save)
-    if rank == 0 and params.calibrate in ("inner", "crossfit"):
-        model.temperature, report = trainer.calibrate_inner(
-            build=lambda: build_model(model_conf, labels=labels, input_dim=meta["dim"], num_layers=model_layers(meta)),
-            sources=sources, train_utts=split["train"] + split["dev"],
-            targets=dict(zip(split["train"] + split["dev"], targets["train"] + targets["dev"])), spk=spk,
-            norm_kind=norm_kind, params=hp, device=device, where=f"fold {fold}", crossfit=params.calibrate == "crossfit")
-        log.info("calibration: %s", report)
-        # read by the calibration study of stage 5 (genser.calibration_study.stored_temperature)
-        atomic_write(fold_dir / "calibration", f"temperature {model.temperature:.6f}\n{report}\n")
-        save(fold_dir / "model.pt", model, load_model(fold_dir / "model.pt")[1])
     if rank == 0:
         # read by scoring (genser.report.fold_norms): which normalisation each fold's model holds
         atomic_write(fold_dir / "feat_norm", f"{norm_kind} {dependence:.4f}\n")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 
+from genser.cmvn import key_rng
 from genser.fileio import atomic_open, read_kv, write_error
 
 META_FILE = "feats.yaml"
@@ -251,9 +252,6 @@ class NormalizedDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, base, norm, ks, seed=0):
-        from genser.cmvn import key_rng
-
-        self._rng = key_rng
         self.base, self.norm, self.ks, self.seed, self.epoch = base, norm, list(ks), int(seed), 0
         self.utts, self.targets = base.utts, base.targets
 
@@ -267,7 +265,7 @@ class NormalizedDataset(torch.utils.data.Dataset):
         key = self.base.utts[i]
         k = self.ks[0]
         if len(self.ks) > 1:
-            k = self.ks[int(self._rng(self.seed, ("k", key), self.epoch).integers(len(self.ks)))]
+            k = self.ks[int(key_rng(self.seed, ("k", key), self.epoch).integers(len(self.ks)))]
         x = self.norm.apply(key, self.base.reader[key], k, self.seed, self.epoch)
         return torch.as_tensor(x), self.base.targets[i]
 

@@ -32,7 +32,7 @@ from genser.fileio import read_kv, read_list
 from genser.metrics import confusion_matrix, summarize_confusion
 from genser.plots import plot_matrices
 from genser.report import environment, pct
-from genser.scoring import ScoreError, read_hyp
+from genser.scoring import ScoreError, read_hyp, seed_dirs
 
 log = logging.getLogger("genser.matrix")
 
@@ -96,14 +96,6 @@ def score_hyps(hyps, label2shared, shared):
     fam_cm = confusion_matrix(refs, fam, k)
     return {"family": summarize_confusion(fam_cm), "leaf": summarize_confusion(confusion_matrix(refs, leaf, k)),
             "unscored": unscored, "n": len(refs), "cm": fam_cm, "classes": len(set(refs))}
-
-
-def seed_dirs(exp_dir):
-    """The per-seed dirs of an experiment (ser.sh: <exp>/seed<S>/<model>/fold_<f>/...); an
-    experiment of the older layout (<exp>/<model>/fold_<f>/...) is its own single seed."""
-    seeds = sorted((d for d in Path(exp_dir).glob("seed*") if d.is_dir() and d.name[4:].isdigit()),
-                   key=lambda d: int(d.name[4:]))
-    return seeds or [Path(exp_dir)]
 
 
 def score_cell(cell, genser_setting):

@@ -4,7 +4,7 @@ YAML mapping reader that config files and exports share."""
 import argparse
 from pathlib import Path
 
-__all__ = ["str2bool", "str_or_none", "read_yaml"]
+__all__ = ["str2bool", "str_or_none", "read_yaml", "name_value_pairs"]
 
 
 def str2bool(value):
@@ -37,3 +37,17 @@ def read_yaml(path):
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def name_value_pairs(specs, option, metavar, what):
+    """{name: value} from repeated ``NAME=VALUE`` options (``--exp EmoDB=exp/x``), in their order;
+    ValueError for a malformed one or a name given twice (``what`` names it in the message)."""
+    out = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{option} expects {metavar}, got {spec!r}")
+        if name in out:
+            raise ValueError(f"{what} {name} given twice")
+        out[name] = value
+    return out

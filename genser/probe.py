@@ -36,19 +36,24 @@ def fit_path(x_fit, y_fit, num_classes, grid=C_GRID):
     b = torch.zeros(num_classes, requires_grad=True)
     out = {}
     for c in sorted(grid):
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=100, history_size=10, tolerance_grad=1e-5,
-                                tolerance_change=1e-7, line_search_fn="strong_wolfe")
-        lam = 1.0 / (2.0 * c * len(xf))
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(xf @ w + b, y_fit) + lam * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        minimise(w, b, xf, y_fit, c, max_iter=100, history_size=10, tolerance_grad=1e-5, tolerance_change=1e-7)
         out[c] = (w.detach().clone(), b.detach().clone(), mean, std)
     return out
+
+
+def minimise(w, b, xf, y_fit, c, **lbfgs):
+    """L-BFGS on mean CE + ||W||^2 / (2 C n) from the current (w, b), in place; ``lbfgs``: the
+    optimiser's iteration and tolerance options."""
+    opt = torch.optim.LBFGS([w, b], lr=1.0, line_search_fn="strong_wolfe", **lbfgs)
+    lam = 1.0 / (2.0 * c * len(xf))
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xf @ w + b, y_fit) + lam * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
 
 
 def predict(model, x):

@@ -171,6 +171,14 @@ def setting_key(setting):
     return (0, *parsed, "") if parsed else (1, 0, 0.0, setting)
 
 
+def seed_dirs(exp_dir):
+    """The per-seed dirs of an experiment (ser.sh: <exp>/seed<S>/<model>/fold_<f>/...); an
+    experiment of the older layout (<exp>/<model>/fold_<f>/...) is its own single seed."""
+    seeds = sorted((d for d in Path(exp_dir).glob("seed*") if d.is_dir() and d.name[4:].isdigit()),
+                   key=lambda d: int(d.name[4:]))
+    return seeds or [Path(exp_dir)]
+
+
 def hyp_name(protocol="clip", subset="test"):
     """The decoding output of a protocol (genser/cmvn.py): hyp.tsv for clip, the headline,
     hyp.<protocol>.tsv for the others; hyp_dev.tsv for the dev subset (decoded clip by clip)."""

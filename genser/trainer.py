@@ -380,14 +380,6 @@ def fit_in_memory(*, model, train_set, params, device, where):
     return model
 
 
-@torch.no_grad()
-def posteriors(model, dataset, device, batch_size=64):
-    """[N, K] posteriors of a model on a dataset (N=1, eta 0: the decision of the recipe)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=pad_collate)
-    out = [model.predict(f.to(device), n.to(device), nsteps=1)["scores"].cpu() for f, n, _ in loader]
-    return torch.cat(out).numpy()
-
-
 def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3,
                     crossfit=False):
     """(temperature, report) fitted on held-out training speakers, or (1.0, reason) where there
@@ -401,6 +393,7 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     test fold is never read.
     """
     from genser.calibration import fit_temperature, nll, temperature_scale
+    from genser.decoding import decode
     from genser.folds import inner_groups
 
     speakers = sorted({spk[u] for u in train_utts})
@@ -420,7 +413,8 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
                               where=f"{where}, calibration model {g + 1}")
         val = protocol_dataset(FeatureDataset(sources[0], val_utts, [targets[u] for u in val_utts]), norm,
                                spk.__getitem__, "clip", params["seed"])
-        probs.append(posteriors(model, val, device))
+        loader = torch.utils.data.DataLoader(val, batch_size=64, collate_fn=pad_collate)
+        probs.append(np.asarray(decode(model, loader, nsteps=1, eta=0.0, generator=None, device=device)[1]))
         refs += [targets[u] for u in val_utts]
         held_all += sorted(held)
     probs, refs = np.concatenate(probs), np.array(refs)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from genser.collect import collect
 from genser.fileio import atomic_write
+from genser.options import name_value_pairs
 
 
 def get_parser():
@@ -27,15 +28,8 @@ def get_parser():
 
 def main(argv=None):
     params = get_parser().parse_args(argv)
-    exps = {}
-    for spec in params.exp:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"error: --exp expects NAME=EXP_DIR, got {spec!r}")
-        if name in exps:
-            raise SystemExit(f"error: column {name} given twice")
-        exps[name] = path
     try:
+        exps = name_value_pairs(params.exp, "--exp", "NAME=EXP_DIR", "column")
         text = f"# {params.title}\n\n" + collect(exps)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None

@@ -20,6 +20,7 @@ from genser.bin.common import setup_logging
 from genser.cross import (LABEL_SETS, SHARED_LABELS, CrossError, build_cell, normalize_per_corpus,
                           pool_corpora, read_label_map, write_train_config)
 from genser.fileio import read_kv
+from genser.options import name_value_pairs
 
 log = logging.getLogger("genser.cross_data")
 
@@ -65,14 +66,10 @@ def main(argv=None):
     setup_logging()
     try:
         if params.command == "pool":
-            sources = {}
-            for spec in params.corpus:
-                name, sep, data_dir = spec.partition("=")
-                if not sep or not name or not data_dir:
-                    raise CrossError(f"--corpus expects NAME=DATA_DIR, got {spec!r}")
-                if name in sources:
-                    raise CrossError(f"corpus {name} given twice")
-                sources[name] = data_dir
+            try:
+                sources = name_value_pairs(params.corpus, "--corpus", "NAME=DATA_DIR", "corpus")
+            except ValueError as exc:
+                raise CrossError(str(exc)) from None
             for name in params.corpora.split():
                 data_dir = Path(params.egs_dir) / name / "data" / "all"
                 if not (data_dir / "wav.scp").is_file():
