@@ -150,15 +150,35 @@ def test_job_killed_by_slurm_is_reported_with_reason_and_log(tmp_path, slurm):
     assert log.splitlines()[-1].startswith("# Ended (code 143)")  # SIGTERM, as run.pl reports it
 
 
+def children(pid):
+    """The pids whose parent is pid."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_sigkill_of_the_recipes_group_cancels_the_array(tmp_path, slurm):
+    # SIGKILL cannot be caught: slurm.pl's watcher, outside the recipe's process group,
+    # sees slurm.pl gone and cancels the array, so no task runs on for a dead recipe.
+    proc, job_id = start_sleepers(tmp_path, slurm, "k9", 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    wait_for(lambda: squeue(slurm, job_id) == {}, 60, f"Slurm to remove job {job_id}")
+
+
 def test_orphaned_task_does_not_end_the_next_runs_log(tmp_path, slurm):
-    # The first slurm.pl dies without cancelling (SIGKILL); its task outlives it and ends (once
-    # the second has started) while the second run's task, with the same log, still runs.
+    # The first slurm.pl and its watcher both die by SIGKILL (as when the submitting host's
+    # processes are killed), so nothing cancels the task: it outlives them and ends (once the
+    # second has started) while the second run's task, with the same log, still runs.
     orphan_cmd = "for i in $(seq 150); do [ -e second.started ] && break; sleep 0.2; done; touch orphan.done"
     first = subprocess.Popen([SLURM_PL, "log/o.log", "bash", "-c", orphan_cmd], cwd=tmp_path,
                              env=dict(os.environ, **slurm), stderr=subprocess.DEVNULL)
     idfile = tmp_path / "log/q/o.jobid"
     wait_for(lambda: idfile.exists() and idfile.read_text().strip(), 30, "a job id")
     wait_for(lambda: (tmp_path / "log/o.log").exists(), 30, "the first task to start")
+    watchers = children(first.pid)
+    assert watchers, "slurm.pl forked no watcher"
+    for watcher in watchers:
+        os.killpg(watcher, signal.SIGKILL)  # the watcher leads its own group (with sbatch)
     first.kill()
     first.wait()
     res = run([SLURM_PL, "log/o.log", "bash", "-c", "touch second.started; sleep 3; exit 3"], tmp_path, slurm)
