@@ -283,11 +283,16 @@ def ratio_table(medians, count):
 # ----------------------------------------------------------------------------------------------
 # Runs one training in a fresh process and reports its peak resident memory. VmHWM is read from
 # inside: the rusage of a child counts the RSS of the parent it was forked from (Linux carries
-# maxrss across exec), which here would be the benchmark's own gigabytes.
+# maxrss across exec), which here would be the benchmark's own gigabytes. The entry point runs
+# as `python -m genser.bin.train` runs it (runpy), so that no bench code imports genser.bin.
 TRAIN_CHILD = """
-import sys
-from genser.bin import train
-train.main(sys.argv[1:])
+import runpy, sys
+sys.argv[0] = "genser.bin.train"
+try:
+    runpy.run_module("genser.bin.train", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    if exc.code:
+        raise
 status = open("/proc/self/status").read()
 print(next(line for line in status.splitlines() if line.startswith("VmHWM")))
 """

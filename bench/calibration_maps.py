@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Which map from a model's output to posteriors calibrates best, judged on training speakers only.
+
+    python bench/calibration_maps.py --feat_dir egs/emodb/dump/whisper_base_mean --data_dir egs/emodb/data/all \
+        --out bench/results/calibration_maps_emodb_whisper.md
+
+For every outer test fold, the training speakers are split into ``--inner`` speaker-disjoint
+groups (genser.folds.inner_splits, as bench/tune.py); both heads are trained with the recipe
+defaults on all groups but one and decode the held-out group clip by clip, so every training
+speaker gets out-of-fold outputs. Each candidate map then gets its temperature from the other
+groups' outputs and is scored on the held-out group (leave one group out), so no figure uses the
+outer test fold, nor the data its own temperature was fitted on.
+
+Gen-SER's maps (x = the sampler's terminal sample, nsteps 1; c_k the codes, tau = tm.ce_tau):
+- ``cosine``: softmax(cos(x, c_k) / tau), the posteriors genser has given so far;
+- ``dot``: softmax(x . c_k / (|c|^2 tau)). Trained by MSE alone (tm.ce_weight 0), the one-step
+  sample estimates E[c | speech] = sum_k p_k c_k (docs/METHOD.md §2.7), whose norm shrinks
+  where the model hedges; the cosine throws that norm away. Same argmax (equal-norm codes).
+The classifier's map is softmax(logits), for reference.
+"""
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import machine_description, write_results  # noqa: E402
+
+from genser import trainer  # noqa: E402
+from genser.calibration import auroc, ece, fit_temperature, nll, temperature_scale  # noqa: E402
+from genser.cmvn import choose_feat_norm  # noqa: E402
+from genser.config import DEFAULT_CONFIG  # noqa: E402
+from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
+from genser.features import FeatureDataset, FeatureReader, load_all, pad_collate  # noqa: E402
+from genser.folds import inner_splits, test_folds  # noqa: E402
+from genser.models import build_model  # noqa: E402
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--feat_dir", required=True, help="feature dump (utterance means are fastest)")
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
+    p.add_argument("--inner", type=int, default=3, help="speaker groups of the inner CV")
+    p.add_argument("--outer", default="all", help='outer test folds: "all" or a list')
+    p.add_argument("--seeds", default="0", help="training seeds, each a full run")
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    p.add_argument("--floors", default="0.001 0.01", help="floors of the barycentric map (mixed with 1/K)")
+    p.add_argument("--cache", default="", help="npz of the raw outputs: written after training, read instead of "
+                                              "training when it exists (same arguments)")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train_and_output(job):
+    """One training on the fit utterances; the raw outputs on the held-out ones, clip by clip:
+    (key, refs, {map name: posteriors at T = 1})."""
+    torch.set_num_threads(1)
+    feats, data, spk = job["feats"], job["targets"], job["spk"]
+    params = {**trainer.TRAIN_DEFAULTS, "seed": job["seed"]}
+    torch.manual_seed(params["seed"])
+    any_feat = next(iter(feats.values()))
+    model = build_model({"model": job["model"]}, job["labels"], input_dim=any_feat.shape[2],
+                        num_layers=any_feat.shape[1])
+    kind, _ = choose_feat_norm(params["feat_norm"], spk, {u: data[u] for u in job["train_utts"]})
+    train_set, _, norm = trainer.fold_datasets(
+        sources=[feats], train_utts=job["train_utts"], train_targets=[data[u] for u in job["train_utts"]],
+        dev_utts=[], dev_targets=[], spk=spk, norm_kind=kind, params=params)
+    trainer.fit_in_memory(model=model, train_set=train_set, params=params, device=torch.device("cpu"),
+                          where=str(job["key"]))
+    held = trainer.protocol_dataset(FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]]),
+                                    norm, spk.__getitem__, "clip", params["seed"])
+    x, lengths, refs = pad_collate([held[i] for i in range(len(held))])
+    model.eval()
+    with torch.no_grad():
+        if job["model"] == "classifier":
+            raw = {"logits": model.logits(x, lengths).double().numpy()}
+        else:
+            raw = {"sample": model.generate(x, lengths, nsteps=1).double().numpy(),
+                   "codes": model.taxonomy.codes.double().numpy(), "tau": model.config["tm"]["ce_tau"]}
+    return job["key"], refs.numpy(), raw
+
+
+def project_simplex(v):
+    """Euclidean projection of each row of v onto the probability simplex (Held et al. 1974)."""
+    u = -np.sort(-v, axis=1)
+    css = np.cumsum(u, axis=1) - 1.0
+    k = np.arange(1, v.shape[1] + 1)
+    rho = (u - css / k > 0).sum(axis=1)
+    theta = css[np.arange(len(v)), rho - 1] / rho
+    return np.maximum(v - theta[:, None], 0.0)
+
+
+def maps_of(raw, floor):
+    """{map name: posteriors at T = 1} of one model's raw outputs."""
+    if "logits" in raw:
+        return {"softmax": softmax(raw["logits"])}
+    x, codes, tau = raw["sample"], raw["codes"], raw["tau"]
+    norm = np.linalg.norm(codes, axis=1)
+    cos = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (codes / norm[:, None]).T
+    out = {"cosine": softmax(cos / tau), "dot": softmax(x @ codes.T / norm ** 2 / tau)}
+    # barycentric: the coordinates of x in the codes (least squares), as a point of the simplex
+    coords = np.linalg.lstsq(codes.T, x.T, rcond=None)[0].T
+    k = codes.shape[0]
+    for f in floor:
+        out[f"barycentric {f:g}"] = (1 - f) * project_simplex(coords) + f / k
+    # the same with x . c_k / |c|^2 as coordinates (exact for orthogonal codes; same argmax as the cosine)
+    for f in floor:
+        out[f"dot-simplex {f:g}"] = (1 - f) * project_simplex(x @ codes.T / norm ** 2) + f / k
+    return out
+
+
+def run_jobs(jobs, n):
+    results = {}
+    with ProcessPoolExecutor(n) as pool:
+        for key, refs, raw in pool.map(train_and_output, jobs, chunksize=1):
+            results[key] = (refs, raw)
+            print(f"{len(results)}/{len(jobs)} {key}", flush=True)
+    return results
+
+
+def save_cache(path, results):
+    arrays = {}
+    for (seed, fold, model, g), (refs, raw) in results.items():
+        prefix = f"{seed}|{fold}|{model}|{g}|"
+        arrays[prefix + "refs"] = refs
+        arrays.update({prefix + name: np.asarray(value) for name, value in raw.items()})
+    np.savez(path, **arrays)
+
+
+def load_cache(path):
+    results = {}
+    with np.load(path, allow_pickle=False) as z:
+        for name in z.files:
+            seed, fold, model, g, field = name.split("|")
+            key = (int(seed), fold, model, int(g))
+            refs, raw = results.setdefault(key, (None, {}))
+            if field == "refs":
+                results[key] = (z[name], raw)
+            else:
+                raw[field] = float(z[name]) if field == "tau" else z[name]
+    return results
+
+
+def score_map(per_group):
+    """Leave one inner group out: T from the other groups, scored on the held-out one; pooled.
+    per_group: [(refs, probs)]. Returns (ECE %, NLL, AUROC of max p, median T)."""
+    probs, refs, temps = [], [], []
+    for g, (r, p) in enumerate(per_group):
+        rest_p = np.concatenate([q for h, (_, q) in enumerate(per_group) if h != g])
+        rest_r = np.concatenate([s for h, (s, _) in enumerate(per_group) if h != g])
+        t = fit_temperature(rest_p, rest_r)
+        temps.append(t)
+        probs.append(temperature_scale(p, t))
+        refs.append(r)
+    probs, refs = np.concatenate(probs), np.concatenate(refs)
+    conf = probs.max(1)
+    correct = probs.argmax(1) == refs
+    return 100 * ece(conf, correct), nll(probs, refs), auroc(conf, correct), float(np.median(temps)), len(refs)
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    start = time.time()
+    data = load_data_dir(args.data_dir)
+    attr = ATTR_OF_TASK[args.task]
+    labels = sorted(set(getattr(data, attr).values()))
+    feats = load_all(FeatureReader(args.feat_dir), data.utts)
+    targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
+    outer = test_folds(data) if args.outer == "all" else args.outer.split()
+    seeds = [int(s) for s in args.seeds.split()]
+    common = {"feats": feats, "targets": targets, "labels": labels, "spk": dict(data.spk)}
+    jobs = [{**common, "key": (seed, fold, model, g), "model": model, "seed": seed, "train_utts": fit,
+             "test_utts": val}
+            for seed in seeds for fold in outer
+            for g, (fit, val) in enumerate(inner_splits(data, fold, args.inner, seed))
+            for model in ("genser", "classifier")]
+    cache = Path(args.cache) if args.cache else None
+    results = load_cache(cache) if cache and cache.exists() else run_jobs(jobs, args.jobs)
+    if cache and not cache.exists():
+        save_cache(cache, results)
+    floors = [float(f) for f in args.floors.split()]
+    rows = []
+    for model in ("genser", "classifier"):
+        names = list(maps_of(results[seeds[0], outer[0], model, 0][1], floors))
+        for name in names:
+            per_seed = []
+            for seed in seeds:
+                # every outer fold's inner groups are scored on their own; mean over outer folds
+                scores = [score_map([(results[seed, f, model, g][0], maps_of(results[seed, f, model, g][1], floors)[name])
+                                     for g in range(args.inner)]) for f in outer]
+                per_seed.append([np.mean([s[i] for s in scores]) for i in range(4)])
+            m = np.mean(per_seed, axis=0)
+            cells = " / ".join(f"{s[0]:.1f}" for s in per_seed)
+            rows.append(f"| {model} | {name} | {m[0]:.2f} ({cells}) | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.2f} |")
+    body = "\n".join([
+        machine_description(),
+        f"Seeds {args.seeds}; {len(outer)} outer folds, {args.inner} inner speaker groups each; "
+        f"{(time.time() - start) / 60:.1f} min. Held-out training speakers decoded under the clip protocol; "
+        f"temperature from the other inner groups (leave one group out). Figures are means over outer folds "
+        f"(ECE also per seed). Model config: genser.config.DEFAULT_CONFIG, tm.ce_weight "
+        f"{DEFAULT_CONFIG['tm']['ce_weight']}.", "",
+        "| model | map | ECE % (per seed) | NLL | AUROC (max p) | median T |", "|---|---|---|---|---|---|", *rows])
+    write_results(Path(args.out), title=f"Posterior maps under held-out temperature: {args.task}, {args.feat_dir}",
+                  body=body, argv=sys.argv if argv is None else ["bench/calibration_maps.py", *argv])
+
+
+if __name__ == "__main__":
+    main()
