@@ -77,9 +77,15 @@ def torch_save_atomic(obj, path):
 
 
 def _upgrade(config, path):
-    """The config of an older checkpoint in today's schema: ``taxonomy.metric`` is gone (the
-    decision is cosine, docs/METHOD.md §2.7), so a stored "cosine" is dropped and anything else refused."""
-    tax = config.get("taxonomy") if isinstance(config, dict) else None
+    """The config of an older checkpoint in today's schema. A config without a ``posterior``
+    section predates the barycentric map: it keeps the cosine posteriors its temperature was
+    fitted for. ``taxonomy.metric`` is gone (the decision is cosine, docs/METHOD.md §2.7), so a
+    stored "cosine" is dropped and anything else refused."""
+    if not isinstance(config, dict):
+        return config
+    if "posterior" not in config:
+        config = {**config, "posterior": {"map": "cosine"}}
+    tax = config.get("taxonomy")
     if not isinstance(tax, dict) or "metric" not in tax:
         return config
     if tax["metric"] != "cosine":

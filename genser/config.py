@@ -9,7 +9,7 @@ import copy
 from genser.nn.layers import COMBINE_MODES, ENCODER_TYPES, NORMALIZE_MODES
 from genser.sampler import get_sampler
 from genser.schedules import SCHEDULE_DEFAULTS, build_schedule
-from genser.taxonomy import TAXONOMY_DEFAULTS
+from genser.taxonomy import POSTERIOR_MAPS, TAXONOMY_DEFAULTS
 
 __all__ = ["DEFAULT_CONFIG", "merge", "resolve_config"]
 
@@ -51,7 +51,7 @@ DEFAULT_CONFIG = {
         "t_eps": 1e-3,  # t ~ U(t_eps, 1) ...
         "p_one": 0.25,  # ... except this share of each batch, at exactly t=1
         "ce_weight": 0.0,  # auxiliary cross-entropy over similarity logits (0: none)
-        "ce_tau": 0.1,  # temperature of those logits and of the predicted posteriors
+        "ce_tau": 0.1,  # temperature of those logits and of the cosine posterior map
         "x1_weight": 0.5,  # MSE pulling the initial sample x1 towards the code (0: x1 is free)
     },
     "denoiser": {
@@ -63,6 +63,10 @@ DEFAULT_CONFIG = {
         "level": "utterance",  # utterance (vectors) | frame (per-frame transport, mean decision)
     },
     "sampler": {"method": "tm"},  # tm (exact Gaussian-path step) | euler
+    # Gen-SER's posteriors from the terminal sample (genser.taxonomy.Taxonomy.posteriors):
+    # barycentric (its coordinates in the codes) | cosine (softmax of cosines / tm.ce_tau)
+    # (bench/results/calibration_maps_emodb_whisper.md)
+    "posterior": {"map": "barycentric", "floor": 0.003},
 }
 
 
@@ -144,6 +148,9 @@ def resolve_config(config=None):
     require(den["level"] in ("utterance", "frame"), f"denoiser.level must be utterance or frame, got {den['level']!r}")
     require(not (aug["mixup"] > 0 and conf["model"] == "genser" and den["level"] == "frame"),
              "augment.mixup mixes pooled embeddings; it needs denoiser.level: utterance")
+    require(conf["posterior"]["map"] in POSTERIOR_MAPS,
+            f"posterior.map must be one of {POSTERIOR_MAPS}, got {conf['posterior']['map']!r}")
+    _check_number(conf["posterior"]["floor"], "posterior.floor", 0, 1, "()")
     get_sampler(conf["sampler"]["method"])
     build_schedule(conf["schedule"])  # validates the schedule section
     return conf

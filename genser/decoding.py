@@ -35,7 +35,7 @@ def decode_draws(model, loader, *, draws, nsteps, eta, generator, device):
         feats, lengths = feats.to(device), lengths.to(device)
         samples = torch.stack([model.generate(feats, lengths, nsteps=nsteps, eta=eta, generator=generator)
                                for _ in range(draws)]).cpu()  # [K, B, Dc]
-        posteriors = model.taxonomy.posteriors(samples.flatten(0, 1).to(device), tau=model.config["tm"]["ce_tau"])
+        posteriors = model.sample_posteriors(samples.flatten(0, 1).to(device))
         posteriors = posteriors.cpu().reshape(draws, -1, posteriors.shape[-1])
         vote, agreement = draw_agreement(posteriors.argmax(-1).numpy(), len(model.labels))
         spread = draw_spread(samples.numpy())

@@ -68,7 +68,7 @@ class SERModel(nn.Module):
         self.pooling = build_pooling(config["pooling"], enc["hidden"])
         self.drop = nn.Dropout(enc["dropout"])
         # Temperature of the posteriors, fitted after training on held-out training speakers
-        # (genser.trainer.fit_temperature_inner); the decision (argmax) never depends on it. Kept in
+        # (genser.trainer.calibrate_inner); the decision (argmax) never depends on it. Kept in
         # the checkpoint's extra, not the weights, so averaging and resuming never see it.
         self.temperature = 1.0
 
@@ -122,9 +122,13 @@ class SERModel(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                return self._predict(feats, lengths, nsteps, eta, generator)
+                return self.infer(feats, lengths, nsteps, eta, generator)
         finally:
             self.train(was_training)
+
+    def infer(self, feats, lengths, nsteps=1, eta=0.0, generator=None):
+        """``predict`` in the module's current mode and grad state (what an ONNX trace records)."""
+        raise NotImplementedError
 
 
 class ClassifierModel(SERModel):
@@ -152,7 +156,7 @@ class ClassifierModel(SERModel):
         acc = (logits.argmax(-1) == targets).float().mean()
         return ce, {"loss": float(ce.detach()), "ce": float(ce.detach()), "acc": float(acc)}
 
-    def _predict(self, feats, lengths, nsteps, eta, generator):
+    def infer(self, feats, lengths, nsteps=1, eta=0.0, generator=None):
         # nsteps/eta/generator: accepted so that both kinds share one predict signature
         scores = torch.softmax(self.logits(feats, lengths) / self.temperature, dim=-1)
         return {"pred": scores.argmax(-1), "scores": scores}
@@ -168,6 +172,10 @@ class GenSERModel(SERModel):
         hidden = config["encoder"]["hidden"]
         den = config["denoiser"]
         self.taxonomy = build_taxonomy(config["taxonomy"], self.labels)
+        if config["posterior"]["map"] == "barycentric" and not self.taxonomy.independent:
+            raise ValueError(f"posterior.map barycentric needs linearly independent codes; the "
+                             f"{config['taxonomy']['type']} taxonomy's {self.taxonomy.num_classes} codes are not "
+                             f"(a product of levels): set posterior.map: cosine")
         self.schedule = build_schedule(config["schedule"])
         self.sampler = get_sampler(config["sampler"]["method"])
         self.level = den["level"]
@@ -230,11 +238,16 @@ class GenSERModel(SERModel):
                            self.schedule, eta=eta, generator=generator, callback=callback)
         return self._pool(out, mask)
 
-    def _predict(self, feats, lengths, nsteps, eta, generator):
-        # one similarity for both: the argmax of the cosines is the argmax of their softmax
-        cos = self.taxonomy.scores(self.generate(feats, lengths, nsteps, eta, generator))
-        scale = self.config["tm"]["ce_tau"] * self.temperature
-        return {"pred": cos.argmax(-1), "scores": torch.softmax(cos / scale, dim=-1)}
+    def infer(self, feats, lengths, nsteps=1, eta=0.0, generator=None):
+        sample = self.generate(feats, lengths, nsteps, eta, generator)
+        # the decision is the nearest code (docs/METHOD.md §2.7), whichever map gives the posteriors
+        return {"pred": self.taxonomy.decide(sample), "scores": self.sample_posteriors(sample)}
+
+    def sample_posteriors(self, sample):
+        """Posteriors [..., K] of terminal samples under the model's map and temperature."""
+        post = self.config["posterior"]
+        return self.taxonomy.posteriors(sample, map=post["map"], tau=self.config["tm"]["ce_tau"], floor=post["floor"],
+                                        temperature=self.temperature)
 
 
 MODEL_CLASSES = {"genser": GenSERModel, "classifier": ClassifierModel}

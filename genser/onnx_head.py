@@ -56,8 +56,8 @@ class ScoreHead(nn.Module):
         self.eval()
 
     def forward(self, feats, lengths):
-        # _predict, not predict: predict toggles train/eval mode, which the tracer need not see
-        return self.model._predict(feats, lengths, self.nsteps, 0.0, None)["scores"]
+        # infer, not predict: predict toggles train/eval mode, which the tracer need not see
+        return self.model.infer(feats, lengths, self.nsteps, 0.0, None)["scores"]
 
 
 def example_inputs(model, batch=2, frames=3):

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 __all__ = [
     "sinusoidal_codes",
     "pairwise_cosine",
+    "project_simplex",
+    "POSTERIOR_MAPS",
     "format_cosine_matrix",
     "Taxonomy",
     "HierarchicalTaxonomy",
@@ -96,6 +98,27 @@ def format_cosine_matrix(codes, labels=None):
     return "\n".join(lines)
 
 
+# How a terminal sample becomes posteriors (docs/METHOD.md §2.7): "barycentric" reads them as the
+# sample's coordinates in the codes, "cosine" as a softmax of the cosines over a temperature.
+POSTERIOR_MAPS = ("barycentric", "cosine")
+
+
+def project_simplex(v):
+    """Euclidean projection of every row of v [..., K] onto the probability simplex.
+
+    p = max(v - theta, 0) with the one theta per row that makes p sum to 1 (Held, Wolfe and
+    Crowder 1974; Duchi et al. 2008): sort descending, and theta is (sum of the rho largest - 1)
+    / rho for the largest rho whose rho-th entry still exceeds it. A shift and a clamp keep the
+    order of the entries, so the argmax too. Sort, cumsum and gather only: it exports to ONNX.
+    """
+    u = torch.sort(v, dim=-1, descending=True).values
+    excess = u.cumsum(-1) - 1.0
+    rank = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
+    rho = (u - excess / rank > 0).sum(-1, keepdim=True)  # >= 1: the largest entry always qualifies
+    theta = excess.gather(-1, rho - 1) / rho.to(v.dtype)
+    return (v - theta).clamp_min(0.0)
+
+
 class Taxonomy(nn.Module):
     """Flat taxonomy: one sinusoidal code per label, similarity scoring and decisions.
 
@@ -118,9 +141,27 @@ class Taxonomy(nn.Module):
         self.base, self.spacing, self.norm = float(base), float(spacing), norm
         # Persistent buffer: a checkpoint decodes against exactly the codes it was trained with.
         self.register_buffer("codes", self._make_codes())
+        # The least-squares map from a sample to its coordinates in the codes, [D, K], kept in step
+        # with the codes (also after a checkpoint's codes are loaded): a constant of the ONNX graph.
+        self.register_buffer("coord_map", self._coord_map(), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh_coord_map())
 
     def _make_codes(self):
         return sinusoidal_codes(len(self.labels), self.dim, self.base, self.spacing, self.norm)
+
+    def _coord_map(self):
+        codes = self.codes.double()
+        if torch.linalg.matrix_rank(codes) < codes.shape[0]:
+            return None  # dependent codes: coordinates are not unique (a joint product taxonomy)
+        return torch.linalg.pinv(codes).to(self.codes.dtype)
+
+    def _refresh_coord_map(self):
+        self.coord_map = self._coord_map()
+
+    @property
+    def independent(self):
+        """Whether the codes are linearly independent, so that a sample has unique coordinates."""
+        return self.coord_map is not None
 
     @property
     def num_classes(self):
@@ -145,11 +186,36 @@ class Taxonomy(nn.Module):
         """Argmax class index [...] of x [..., D]."""
         return self.scores(x).argmax(dim=-1)
 
-    def posteriors(self, x, tau=0.1):
-        """Softmax over scores / tau: rows sum to 1."""
-        if not tau > 0:
-            raise ValueError(f"temperature tau must be > 0, got {tau}")
-        return torch.softmax(self.scores(x) / tau, dim=-1)
+    def coordinates(self, x):
+        """The barycentric coordinates [..., K] of x [..., D]: the least-squares weights w with
+        x ~ sum_k w_k c_k, projected onto the probability simplex (``project_simplex``)."""
+        if not self.independent:
+            raise ValueError(f"the {self.num_classes} codes are linearly dependent, so a sample has no unique "
+                             "coordinates in them; use the cosine posterior map")
+        return project_simplex(x @ self.coord_map.to(x.dtype))
+
+    def posteriors(self, x, *, map, tau=None, floor=None, temperature=1.0):
+        """Posteriors [..., K] of samples x [..., D]; rows sum to 1 (docs/METHOD.md §2.7). The
+        model config's ``posterior`` section and ``tm.ce_tau`` hold the values (no defaults here).
+
+        ``barycentric``: a sample trained by MSE to reach its class code estimates E[code | speech]
+        = sum_k p_k c_k, so its coordinates in the codes estimate p. They are mixed with ``floor``
+        of the uniform distribution (a coordinate of 0 is not a certainty) and sharpened or
+        softened by ``temperature``: softmax(log p / T). ``cosine``: softmax(cos / (tau T)), the
+        map of the CE term (tm.ce_tau); its largest posterior is bounded below 1 by tau.
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if map == "cosine":
+            if tau is None or not tau > 0:
+                raise ValueError(f"temperature tau must be > 0, got {tau}")
+            return torch.softmax(self.scores(x) / (tau * temperature), dim=-1)
+        if map != "barycentric":
+            raise ValueError(f"posterior map must be one of {POSTERIOR_MAPS}, got {map!r}")
+        if floor is None or not 0 < floor < 1:
+            raise ValueError(f"posterior floor must lie in (0, 1), got {floor}")
+        p = (1.0 - floor) * self.coordinates(x) + floor / self.num_classes
+        return torch.softmax(torch.log(p) / temperature, dim=-1)
 
     def extra_repr(self):
         return f"K={self.num_classes}, dim={self.dim}, base={self.base}, spacing={self.spacing}, norm={self.norm}"

@@ -375,6 +375,44 @@ def test_checkpoint_of_the_metric_era_loads(tmp_path):
         load_model(path)
 
 
+def test_checkpoint_from_before_the_posterior_map_keeps_cosine_posteriors(tmp_path):
+    # Its stored temperature was fitted for softmax(cos / (tau T)); it keeps that map.
+    torch.manual_seed(0)
+    model = build_model({"posterior": {"map": "cosine"}}, LABELS, D, L)
+    model.temperature = 2.0
+    path = tmp_path / "old.pt"
+    save_model(path, model)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["posterior"]
+    torch.save(ckpt, path)
+    loaded, _ = load_model(path)
+    assert loaded.config["posterior"]["map"] == "cosine"
+    feats, lengths, _ = _batch()
+    assert torch.equal(loaded.predict(feats, lengths)["scores"], model.eval().predict(feats, lengths)["scores"])
+
+
+def test_posterior_maps_share_the_decision_and_apply_the_temperature():
+    torch.manual_seed(0)
+    model = build_model({}, LABELS, D, L).eval()
+    feats, lengths, _ = _batch()
+    sample = model.generate(feats, lengths)
+    out = model.predict(feats, lengths)
+    assert model.config["posterior"] == {"map": "barycentric", "floor": 0.003}
+    assert torch.equal(out["pred"], model.taxonomy.decide(sample))  # the nearest code
+    assert torch.allclose(out["scores"], model.taxonomy.posteriors(sample, map="barycentric", floor=0.003), atol=1e-6)
+    model.temperature = 3.0
+    p = model.taxonomy.posteriors(sample, map="barycentric", floor=0.003)
+    assert torch.allclose(model.predict(feats, lengths)["scores"], torch.softmax(torch.log(p) / 3.0, -1), atol=1e-6)
+    with pytest.raises(ValueError, match="posterior.map barycentric needs linearly independent codes"):
+        build_model({"taxonomy": {"type": "joint"}}, ["a/f", "a/m", "b/f", "b/m"], D, L)
+    joint = build_model({"taxonomy": {"type": "joint"}, "posterior": {"map": "cosine"}}, ["a/f", "a/m", "b/f", "b/m"], D, L)
+    assert joint.predict(feats, lengths)["scores"].shape == (5, 4)
+    with pytest.raises(ValueError, match="posterior.map must be one of"):
+        resolve_config({"posterior": {"map": "dot"}})
+    with pytest.raises(ValueError, match="posterior.floor"):
+        resolve_config({"posterior": {"floor": 0}})
+
+
 def test_load_model_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

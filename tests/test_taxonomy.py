@@ -10,6 +10,7 @@ from genser.taxonomy import (
     build_taxonomy,
     format_cosine_matrix,
     pairwise_cosine,
+    project_simplex,
     similarity,
     sinusoidal_codes,
 )
@@ -70,12 +71,15 @@ def test_scores_and_posteriors():
     assert cos[0, 2].item() == pytest.approx(1.0, abs=1e-6) and cos[1, 0].item() == pytest.approx(1.0, abs=1e-6)
     assert torch.allclose(similarity(x, tax.codes), torch.nn.functional.cosine_similarity(
         x[:, None, :], tax.codes[None], dim=-1), atol=1e-6)
-    post = tax.posteriors(x, tau=0.1)
+    post = tax.posteriors(x, map="cosine", tau=0.1)
     assert torch.allclose(post.sum(-1), torch.ones(2))
     assert torch.allclose(post, torch.softmax(cos / 0.1, dim=-1))
+    assert torch.allclose(tax.posteriors(x, map="cosine", tau=0.1, temperature=2.0), torch.softmax(cos / 0.2, dim=-1))
     assert tax.index("b") == 1 and torch.equal(tax.encode(torch.tensor([1])), tax.codes[1:2])
     with pytest.raises(ValueError):
-        tax.posteriors(x, tau=0.0)
+        tax.posteriors(x, map="cosine", tau=0.0)
+    with pytest.raises(ValueError, match="posterior map"):
+        tax.posteriors(x, map="dot", tau=0.1, floor=0.01)
     with pytest.raises(ValueError):
         tax.scores(torch.zeros(2, 8))
     with pytest.raises(ValueError):
@@ -141,3 +145,49 @@ def test_taxonomy_errors():
         HierarchicalTaxonomy([["a", "b"], ["c", "d"]], dim=6)
     with pytest.raises(ValueError, match="not a label"):
         HierarchicalTaxonomy([["a", "b"], ["c", "d"]], classes=["a/x"], dim=8)
+
+
+def test_project_simplex_exact_cases():
+    v = torch.tensor([[0.2, 0.5, 0.9], [0.0, 0.0, 0.5], [3.0, -1.0, 0.0], [0.1, 0.3, 0.6]], dtype=torch.float64)
+    p = project_simplex(v)
+    expected = torch.tensor([[0.0, 0.3, 0.7], [1 / 6, 1 / 6, 2 / 3], [1.0, 0.0, 0.0], [0.1, 0.3, 0.6]],
+                            dtype=torch.float64)
+    assert torch.allclose(p, expected, atol=1e-12)  # the last row is on the simplex: unchanged
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(200, 7, generator=g, dtype=torch.float64) * 3
+    p = project_simplex(v)
+    assert (p >= 0).all() and torch.allclose(p.sum(-1), torch.ones(200, dtype=torch.float64))
+    assert torch.equal(p.argmax(-1), v.argmax(-1))
+    assert torch.allclose(project_simplex(p), p, atol=1e-12)
+    # the nearest point: no simplex point is closer (random candidates)
+    q = torch.distributions.Dirichlet(torch.ones(7, dtype=torch.float64)).sample((500,))
+    assert ((v[:, None] - q[None]).norm(dim=-1) >= (v - p).norm(dim=-1, keepdim=True) - 1e-12).all()
+
+
+def test_barycentric_posteriors_recover_the_mixture_of_codes():
+    tax = Taxonomy(EMOS, dim=64)
+    mix = torch.distributions.Dirichlet(torch.ones(len(EMOS))).sample((50,))
+    x = mix @ tax.codes
+    assert torch.allclose(tax.coordinates(x), mix, atol=1e-5)
+    floor = 0.01
+    post = tax.posteriors(x, map="barycentric", floor=floor)
+    assert torch.allclose(post, (1 - floor) * mix + floor / len(EMOS), atol=1e-5)
+    hot = tax.posteriors(x, map="barycentric", floor=floor, temperature=0.5)
+    assert torch.allclose(hot, torch.softmax(2 * torch.log((1 - floor) * mix + floor / len(EMOS)), -1), atol=1e-5)
+    assert torch.equal(tax.posteriors(tax.codes, map="barycentric", floor=floor).argmax(-1), torch.arange(len(EMOS)))
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="floor"):
+            tax.posteriors(x, map="barycentric", floor=bad)
+
+
+def test_coordinates_follow_loaded_codes_and_refuse_dependent_codes():
+    tax = Taxonomy(["a", "b", "c"], dim=8)
+    state = tax.state_dict()
+    assert "coord_map" not in state  # derived from the codes, not stored
+    other = Taxonomy(["a", "b", "c"], dim=8, spacing=777.0)
+    other.load_state_dict(state)
+    assert torch.allclose(other.coordinates(tax.codes), torch.eye(3), atol=1e-5)
+    joint = build_taxonomy({"type": "joint"}, ["ang/f", "ang/m", "sad/f", "sad/m"])
+    assert tax.independent and not joint.independent
+    with pytest.raises(ValueError, match="linearly dependent"):
+        joint.coordinates(joint.codes)
