@@ -144,6 +144,13 @@ def test_new_settings_get_a_new_exp_dir(trained_recipe):
 
 
 @pytest.mark.badinput
+def test_training_refuses_folds_stage_2_did_not_choose(trained_recipe):
+    # --stage 3 --folds 99 used to train the existing folds without a word.
+    res = run_recipe(trained_recipe, *SMALL, "--stage", "3", "--stop_stage", "3", "--folds", "99")
+    assert res.returncode != 0
+    assert "--folds '99' is not what stage 2 chose" in res.stdout + res.stderr
+
+
 def test_scoring_refuses_missing_folds_and_stale_decodes(trained_recipe, tmp_path):
     exp = exp_of(trained_recipe)
     ident = next(exp.glob("seed1/genser/fold_*/decode_nsteps1_eta0.0/identity"))
