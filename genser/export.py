@@ -221,6 +221,21 @@ def norm_note(norm):
             f"`classify_files(paths, speaker=...)`) to use their moments")
 
 
+def posterior_note(info):
+    """What the card says of the posteriors and their temperature."""
+    post = info.get("posteriors")
+    if not post:
+        return "not recorded"
+    t = f"temperature {post['temperature']:g}"
+    t += " (fitted on held-out training speakers)" if post["temperature"] != 1.0 else " (not calibrated)"
+    if info["kind"] != "genser":
+        return f"softmax of the logits, {t}"
+    if post["map"] == "cosine":
+        return f"softmax of the cosines to the codes over tau {post['tau']:g}, {t}"
+    return (f"the barycentric coordinates of the sample in the codes (floor {post['floor']:g}), {t}; "
+            f"the decision is the nearest code")
+
+
 def model_card(info, row):
     """README.md of the export."""
     facts, meta = info["training"], info["features"]
@@ -241,6 +256,7 @@ def model_card(info, row):
              f"- frontend: `{flow(frontend_spec(meta['frontend']))}` ({frontend_note(meta['frontend'])})",
              f"- features: layers {meta['layers']}, pooling `{meta['pooling']}`, {meta['num_layers']} x {meta['dim']}",
              f"- normalisation: {norm_note(info['norm'])}",
+             f"- posteriors: {posterior_note(info)}",
              f"- exported {info['date']} from `{info['source']}` (training identity {facts['identity']}); "
              f"`export.yaml` holds the sha256 of every file, checked when the folder is loaded", "",
              "## Results", ""]
@@ -327,6 +343,8 @@ def export_model(model_path, folder, *, licence, name=None, corpus=None, results
     info = {"name": name or folder.name, "kind": model.kind, "labels": list(model.labels), "licence": licence,
             "corpus": corpus or (recipe.name if recipe else None), "training": training_facts(model_path, extra),
             "features": meta, "norm": norm, "results": str(results) if row else None, "source": str(model_path),
+            "posteriors": {**model.config["posterior"], "tau": model.config["tm"]["ce_tau"],
+                           "temperature": float(model.temperature)},
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
             "onnx": export_onnx(model, folder, onnx_nsteps) if onnx_nsteps else []}
     atomic_write(folder / "README.md", model_card(info, row) + "\n")
