@@ -131,6 +131,48 @@ def inner_groups(speakers, k, seed):
     return [speakers[i::k] for i in range(k)]
 
 
+def label_balanced_groups(counts, k, seed):
+    """Speakers in k groups whose label distributions are as alike as the speakers allow.
+
+    ``counts``: {speaker: [utterances per class]}. Where speaker and label depend on each other
+    (a talk show's guests each in one mood), groups dealt at random can leave a class almost
+    absent from the speakers a calibration model trains on and abundant in those it is checked
+    on; its held-out posteriors are then no better than chance and say nothing about the fold's
+    model. Greedy, in the spirit of stratified group k-fold: the most label-skewed speakers first
+    (seeded shuffle, then a stable sort), each into the group that keeps every class's share most
+    even across the groups, ties to the group with fewer utterances. Deterministic for a seed.
+    """
+    speakers = sorted(counts)
+    random.Random(f"balanced:{seed}").shuffle(speakers)
+    num_classes = len(next(iter(counts.values()))) if counts else 0
+    totals = [sum(counts[s][c] for s in speakers) or 1 for c in range(num_classes)]
+
+    def skew(s):
+        n = sum(counts[s]) or 1
+        shares = [x / n for x in counts[s]]
+        mean = sum(shares) / len(shares)
+        return sum((x - mean) ** 2 for x in shares)
+
+    speakers.sort(key=skew, reverse=True)
+    groups = [[] for _ in range(k)]
+    held = [[0] * num_classes for _ in range(k)]
+
+    def spread(g, s):
+        # sum over classes of the variance over groups of the group's share of the class
+        total = 0.0
+        for c in range(num_classes):
+            shares = [(held[h][c] + (counts[s][c] if h == g else 0)) / totals[c] for h in range(k)]
+            mean = sum(shares) / k
+            total += sum((x - mean) ** 2 for x in shares)
+        return total
+
+    for s in speakers:
+        g = min(range(k), key=lambda h: (spread(h, s), sum(held[h]), h))
+        groups[g].append(s)
+        held[g] = [a + b for a, b in zip(held[g], counts[s])]
+    return [sorted(g) for g in groups]
+
+
 def inner_splits(data, fold, k, seed):
     """[(fit utterances, validation utterances)] of an inner cross-validation for outer test fold
     ``fold`` (bench/tune.py, the probe's choice of C): speaker-disjoint, and built from the other

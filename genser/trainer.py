@@ -380,13 +380,18 @@ def fit_in_memory(*, model, train_set, params, device, where):
     return model
 
 
+# The largest temperature calibration searches (genser.calibration.fit_temperature's default).
+TEMPERATURE_BOUND = 20.0
+
+
 def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3,
                     crossfit=False):
     """(temperature, report) fitted on held-out training speakers, or (1.0, reason) where there
     are fewer than 2 training speakers.
 
     A model of the same configuration (``build()`` makes it) is trained on the training speakers
-    outside one inner group (1/``groups`` of them, genser.folds.inner_groups) and decodes the
+    outside one inner group (1/``groups`` of them, with like label distributions:
+    genser.folds.label_balanced_groups) and decodes the
     held-out group clip by clip (the headline protocol); with ``crossfit`` every group is held out
     in turn (``groups`` models), so that every training speaker is decoded once. The temperature
     minimises the NLL of the pooled held-out posteriors (genser.calibration.fit_temperature). The
@@ -394,12 +399,17 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     """
     from genser.calibration import fit_temperature, nll, temperature_scale
     from genser.decoding import decode
-    from genser.folds import inner_groups
+    from genser.folds import label_balanced_groups
 
     speakers = sorted({spk[u] for u in train_utts})
     if len(speakers) < 2:
         return 1.0, f"not calibrated: {len(speakers)} training speaker(s), none to hold out"
-    dealt = inner_groups(speakers, min(groups, len(speakers)), derive_seed(params["seed"], "calibrate"))
+    num_classes = max(targets[u] for u in train_utts) + 1
+    counts = {s: [0] * num_classes for s in speakers}
+    for u in train_utts:
+        counts[spk[u]][targets[u]] += 1
+    dealt = label_balanced_groups(counts, min(groups, len(speakers)), derive_seed(params["seed"], "calibrate"))
+    dealt = [g for g in dealt if g]
     probs, refs, held_all = [], [], []
     for g, held in enumerate(dealt if crossfit else dealt[:1]):
         held = set(held)
@@ -418,9 +428,15 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
         refs += [targets[u] for u in val_utts]
         held_all += sorted(held)
     probs, refs = np.concatenate(probs), np.array(refs)
-    t = fit_temperature(probs, refs)
+    t = fit_temperature(probs, refs, hi=TEMPERATURE_BOUND)
     report = (f"temperature {t:.3f} from {len(refs)} utterances of {len(held_all)} held-out training speaker(s) "
               f"({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> {nll(temperature_scale(probs, t), refs):.3f}")
+    if t >= 0.999 * TEMPERATURE_BOUND:
+        # the NLL still falls at the bound: uniform posteriors beat the model's on these speakers
+        report += (f"; at the search bound {TEMPERATURE_BOUND:g}: the held-out posteriors are no better than "
+                   f"chance (speaker and label dependent?)" + ("" if crossfit else
+                   "; --calibrate crossfit holds out every training speaker once"))
+        log.warning("%s: calibration %s", where, report)
     return t, report
 
 

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 
 from genser.datadir import ATTR_OF_TASK, DataDirError, load_data_dir, read_audio, split_data_dir, write_data_dir
-from genser.folds import fold_split, test_folds
+from genser.folds import fold_split, label_balanced_groups, test_folds
 from genser.validate import validate_data_dir
 
 EMO = ["neutral", "happy", "angry", "sad"]
@@ -205,3 +205,18 @@ def test_validate_cli(data_dir, capsys):
     assert cli.main([str(data_dir)]) == 0
     (data_dir / "utt2spk").write_text("b s\na s\n")
     assert cli.main([str(data_dir), "--check_audio", "false"]) == 1
+
+
+def test_label_balanced_groups_deal_each_class_evenly():
+    # two single-class speakers per class and two mixed ones: each of 2 groups gets one of each
+    counts = {"a1": [10, 0], "a2": [10, 0], "b1": [0, 10], "b2": [0, 10], "m1": [5, 5], "m2": [5, 5]}
+    for seed in range(5):
+        groups = label_balanced_groups(counts, 2, seed)
+        assert sorted(s for g in groups for s in g) == sorted(counts)  # a partition
+        for g in groups:
+            assert [sum(counts[s][c] for s in g) for c in (0, 1)] == [15, 15], groups
+        assert groups == label_balanced_groups(counts, 2, seed)  # deterministic
+    # three groups of a skewed corpus: every class in every group where the speakers allow it
+    counts = {f"s{i}": [8 if i % 3 == c else 1 for c in range(3)] for i in range(9)}
+    groups = label_balanced_groups(counts, 3, 0)
+    assert all(sorted(int(s[1:]) % 3 for s in g) == [0, 1, 2] for g in groups), groups
