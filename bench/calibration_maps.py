@@ -29,15 +29,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, write_results  # noqa: E402
+from tune import fit_job  # noqa: E402
 
-from genser import trainer  # noqa: E402
 from genser.calibration import auroc, ece, fit_temperature, nll, temperature_scale  # noqa: E402
-from genser.cmvn import choose_feat_norm  # noqa: E402
 from genser.config import DEFAULT_CONFIG  # noqa: E402
 from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
-from genser.features import FeatureDataset, FeatureReader, load_all, pad_collate  # noqa: E402
+from genser.features import FeatureReader, load_all, pad_collate  # noqa: E402
 from genser.folds import inner_splits, test_folds  # noqa: E402
-from genser.models import build_model  # noqa: E402
+from genser.taxonomy import project_simplex  # noqa: E402
 
 
 def get_parser():
@@ -63,23 +62,9 @@ def softmax(z):
 
 
 def train_and_output(job):
-    """One training on the fit utterances; the raw outputs on the held-out ones, clip by clip:
-    (key, refs, {map name: posteriors at T = 1})."""
-    torch.set_num_threads(1)
-    feats, data, spk = job["feats"], job["targets"], job["spk"]
-    params = {**trainer.TRAIN_DEFAULTS, "seed": job["seed"]}
-    torch.manual_seed(params["seed"])
-    any_feat = next(iter(feats.values()))
-    model = build_model({"model": job["model"]}, job["labels"], input_dim=any_feat.shape[2],
-                        num_layers=any_feat.shape[1])
-    kind, _ = choose_feat_norm(params["feat_norm"], spk, {u: data[u] for u in job["train_utts"]})
-    train_set, _, norm = trainer.fold_datasets(
-        sources=[feats], train_utts=job["train_utts"], train_targets=[data[u] for u in job["train_utts"]],
-        dev_utts=[], dev_targets=[], spk=spk, norm_kind=kind, params=params)
-    trainer.fit_in_memory(model=model, train_set=train_set, params=params, device=torch.device("cpu"),
-                          where=str(job["key"]))
-    held = trainer.protocol_dataset(FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]]),
-                                    norm, spk.__getitem__, "clip", params["seed"])
+    """One training on the fit utterances (bench/tune.py's, the recipe defaults); the raw outputs
+    on the held-out ones, clip by clip: (key, refs, raw outputs at T = 1)."""
+    model, held = fit_job(job)
     x, lengths, refs = pad_collate([held[i] for i in range(len(held))])
     model.eval()
     with torch.no_grad():
@@ -91,14 +76,8 @@ def train_and_output(job):
     return job["key"], refs.numpy(), raw
 
 
-def project_simplex(v):
-    """Euclidean projection of each row of v onto the probability simplex (Held et al. 1974)."""
-    u = -np.sort(-v, axis=1)
-    css = np.cumsum(u, axis=1) - 1.0
-    k = np.arange(1, v.shape[1] + 1)
-    rho = (u - css / k > 0).sum(axis=1)
-    theta = css[np.arange(len(v)), rho - 1] / rho
-    return np.maximum(v - theta[:, None], 0.0)
+def simplex(v):
+    return project_simplex(torch.from_numpy(v)).numpy()
 
 
 def maps_of(raw, floor):
@@ -113,10 +92,10 @@ def maps_of(raw, floor):
     coords = np.linalg.lstsq(codes.T, x.T, rcond=None)[0].T
     k = codes.shape[0]
     for f in floor:
-        out[f"barycentric {f:g}"] = (1 - f) * project_simplex(coords) + f / k
+        out[f"barycentric {f:g}"] = (1 - f) * simplex(coords) + f / k
     # the same with x . c_k / |c|^2 as coordinates (exact for orthogonal codes; same argmax as the cosine)
     for f in floor:
-        out[f"dot-simplex {f:g}"] = (1 - f) * project_simplex(x @ codes.T / norm ** 2) + f / k
+        out[f"dot-simplex {f:g}"] = (1 - f) * simplex(x @ codes.T / norm ** 2) + f / k
     return out
 
 
@@ -181,7 +160,8 @@ def main(argv=None):
     targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
     outer = test_folds(data) if args.outer == "all" else args.outer.split()
     seeds = [int(s) for s in args.seeds.split()]
-    common = {"feats": feats, "targets": targets, "labels": labels, "spk": dict(data.spk)}
+    common = {"feats": feats, "targets": targets, "labels": labels, "spk": dict(data.spk), "train": {},
+              "model_conf": {}, "speed_perturb": False, "perturbed": [], "protocol": "clip"}
     jobs = [{**common, "key": (seed, fold, model, g), "model": model, "seed": seed, "train_utts": fit,
              "test_utts": val}
             for seed in seeds for fold in outer

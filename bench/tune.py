@@ -60,9 +60,8 @@ def get_parser():
     return p
 
 
-def train_and_predict(job):
-    """One training on job["train"] utterances, predictions on job["test"] under job["protocol"]:
-    (job key, refs, hyps)."""
+def fit_job(job):
+    """(model trained on job["train_utts"], job["test_utts"] as job["protocol"] decodes them)."""
     torch.set_num_threads(1)
     feats, data, spk = job["feats"], job["targets"], job["spk"]
     params = {**trainer.TRAIN_DEFAULTS, **job["train"], "seed": job["seed"]}
@@ -80,6 +79,13 @@ def train_and_predict(job):
                           where=str(job["key"]))
     test = trainer.protocol_dataset(FeatureDataset(feats, job["test_utts"], [data[u] for u in job["test_utts"]]),
                                     prior, spk.__getitem__, job["protocol"], params["seed"])
+    return model, test
+
+
+def train_and_predict(job):
+    """One training on job["train"] utterances, predictions on job["test"] under job["protocol"]:
+    (job key, refs, hyps)."""
+    model, test = fit_job(job)
     batch = pad_collate([test[i] for i in range(len(test))])
     out = model.predict(batch[0], batch[1], nsteps=1, generator=torch.Generator().manual_seed(0))
     return job["key"], batch[2].tolist(), out["pred"].tolist()

@@ -292,11 +292,9 @@ def test_every_shipped_training_config_resolves(conf, tmp_path):
     assert params.epochs >= 1
 
 
-def test_calibration_holds_out_training_speakers_only_and_crossfit_all_of_them():
-    """--calibrate inner holds out one third of the training speakers; crossfit each third in turn,
-    so every training speaker is decoded once; the temperature is positive and finite."""
-    import re
-
+def calibration_case():
+    """Keyword arguments of trainer.calibrate_inner: 6 speakers of 4 utterances, 2 classes, a tiny
+    classifier, one epoch."""
     import numpy as np
 
     from genser import trainer
@@ -304,50 +302,46 @@ def test_calibration_holds_out_training_speakers_only_and_crossfit_all_of_them()
 
     rng = np.random.default_rng(0)
     utts = [f"s{s}_{i}" for s in range(6) for i in range(4)]
-    feats = {u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}
-    spk = {u: u.split("_")[0] for u in utts}
-    targets = {u: int(u[-1]) % 2 for u in utts}
-    params = {**trainer.TRAIN_DEFAULTS, "epochs": 1, "seed": 0, "feat_norm": "none"}
+    return {"build": lambda: build_model({"model": "classifier", "encoder": {"hidden": 8}}, ["a", "b"], 4, 1),
+            "sources": [{u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}], "train_utts": utts,
+            "targets": {u: int(u[-1]) % 2 for u in utts}, "spk": {u: u.split("_")[0] for u in utts},
+            "norm_kind": "none", "params": {**trainer.TRAIN_DEFAULTS, "epochs": 1, "seed": 0, "feat_norm": "none"},
+            "device": "cpu"}
+
+
+def test_calibration_holds_out_training_speakers_only_and_crossfit_all_of_them():
+    """--calibrate inner holds out one third of the training speakers; crossfit each third in turn,
+    so every training speaker is decoded once; the temperature is positive and finite."""
+    import re
+
+    from genser import trainer
+
+    case = calibration_case()
+    spk, utts = case["spk"], case["train_utts"]
     runs = {}
     for crossfit in (False, True):
-        t, report = trainer.calibrate_inner(
-            build=lambda: build_model({"model": "classifier", "encoder": {"hidden": 8}}, ["a", "b"], 4, 1),
-            sources=[feats], train_utts=utts, targets=targets, spk=spk, norm_kind="none", params=params,
-            device="cpu", where="test", crossfit=crossfit)
+        t, report = trainer.calibrate_inner(**case, where="test", crossfit=crossfit)
         held = re.search(r"\(([^()]*)\): NLL", report).group(1).split()
         runs[crossfit] = (t, held)
         assert 0 < t < float("inf")
     assert len(runs[False][1]) == 2 and set(runs[False][1]) < set(spk.values())
     assert sorted(runs[True][1]) == sorted(set(spk.values()))
-    one, reason = trainer.calibrate_inner(build=None, sources=[feats], train_utts=utts[:4], targets=targets, spk=spk,
-                                          norm_kind="none", params=params, device="cpu", where="test")
+    one, reason = trainer.calibrate_inner(**{**case, "build": None, "train_utts": utts[:4]}, where="test")
     assert one == 1.0 and "1 training speaker" in reason
 
 
 def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog):
     # Held-out posteriors no better than chance (speaker and label dependent, as on URDU) drive
     # the NLL's minimum to the bound; the report and the log say so and name the way out.
-    import numpy as np
-
     from genser import calibration, trainer
-    from genser.models import build_model
 
-    rng = np.random.default_rng(0)
-    utts = [f"s{s}_{i}" for s in range(6) for i in range(4)]
-    feats = {u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}
-    spk = {u: u.split("_")[0] for u in utts}
-    targets = {u: int(u[-1]) % 2 for u in utts}
-    params = {**trainer.TRAIN_DEFAULTS, "epochs": 1, "seed": 0, "feat_norm": "none"}
     seen = {}
 
     def at_bound(probs, refs, hi):
         seen["hi"] = hi
         return hi
     monkeypatch.setattr(calibration, "fit_temperature", at_bound)
-    t, report = trainer.calibrate_inner(
-        build=lambda: build_model({"model": "classifier", "encoder": {"hidden": 8}}, ["a", "b"], 4, 1),
-        sources=[feats], train_utts=utts, targets=targets, spk=spk, norm_kind="none", params=params,
-        device="cpu", where="fold 1")
+    t, report = trainer.calibrate_inner(**calibration_case(), where="fold 1")
     assert t == seen["hi"] == trainer.TEMPERATURE_BOUND
     assert "at the search bound 20: the held-out posteriors are no better than chance" in report
     assert "--calibrate crossfit" in report and "fold 1: calibration temperature" in caplog.text
