@@ -21,7 +21,6 @@ The classifier's map is softmax(logits), for reference.
 import argparse
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,25 +28,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, write_results  # noqa: E402
-from tune import fit_job  # noqa: E402
+from tune import fit_job, load_task, nested_cv_arguments, run_jobs  # noqa: E402
 
 from genser.calibration import auroc, ece, fit_temperature, nll, temperature_scale  # noqa: E402
 from genser.config import DEFAULT_CONFIG  # noqa: E402
-from genser.datadir import ATTR_OF_TASK, load_data_dir  # noqa: E402
-from genser.features import FeatureReader, load_all, pad_collate  # noqa: E402
-from genser.folds import inner_splits, test_folds  # noqa: E402
+from genser.features import pad_collate  # noqa: E402
+from genser.folds import inner_splits  # noqa: E402
 from genser.taxonomy import project_simplex  # noqa: E402
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--feat_dir", required=True, help="feature dump (utterance means are fastest)")
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
-    p.add_argument("--inner", type=int, default=3, help="speaker groups of the inner CV")
-    p.add_argument("--outer", default="all", help='outer test folds: "all" or a list')
+    p = nested_cv_arguments(argparse.ArgumentParser(description=__doc__,
+                                                    formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--seeds", default="0", help="training seeds, each a full run")
-    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     p.add_argument("--floors", default="0.001 0.01", help="floors of the barycentric map (mixed with 1/K)")
     p.add_argument("--cache", default="", help="npz of the raw outputs: written after training, read instead of "
                                               "training when it exists (same arguments)")
@@ -99,15 +92,6 @@ def maps_of(raw, floor):
     return out
 
 
-def run_jobs(jobs, n):
-    results = {}
-    with ProcessPoolExecutor(n) as pool:
-        for key, refs, raw in pool.map(train_and_output, jobs, chunksize=1):
-            results[key] = (refs, raw)
-            print(f"{len(results)}/{len(jobs)} {key}", flush=True)
-    return results
-
-
 def save_cache(path, results):
     arrays = {}
     for (seed, fold, model, g), (refs, raw) in results.items():
@@ -153,12 +137,7 @@ def calibration_of(refs, probs):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     start = time.time()
-    data = load_data_dir(args.data_dir)
-    attr = ATTR_OF_TASK[args.task]
-    labels = sorted(set(getattr(data, attr).values()))
-    feats = load_all(FeatureReader(args.feat_dir), data.utts)
-    targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
-    outer = test_folds(data) if args.outer == "all" else args.outer.split()
+    data, labels, feats, targets, outer = load_task(args)
     seeds = [int(s) for s in args.seeds.split()]
     common = {"feats": feats, "targets": targets, "labels": labels, "spk": dict(data.spk), "train": {},
               "model_conf": {}, "speed_perturb": False, "perturbed": [], "protocol": "clip"}
@@ -169,7 +148,7 @@ def main(argv=None):
             for model in ("genser", "classifier")]
     cache = Path(args.cache) if args.cache else None
     cached = bool(cache and cache.exists())
-    results = load_cache(cache) if cached else run_jobs(jobs, args.jobs)
+    results = load_cache(cache) if cached else run_jobs(jobs, args.jobs, train_and_output)
     if cache and not cache.exists():
         save_cache(cache, results)
     floors = [float(f) for f in args.floors.split()]

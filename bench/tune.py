@@ -40,19 +40,36 @@ from genser.metrics import summarize  # noqa: E402
 from genser.models import build_model  # noqa: E402
 
 
-def get_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def nested_cv_arguments(p):
+    """The options of a nested CV over a feature dump (this script and calibration_maps.py)."""
     p.add_argument("--feat_dir", required=True, help="feature dump (utterance means are fastest)")
     p.add_argument("--data_dir", required=True)
     p.add_argument("--task", default="emotion", choices=sorted(ATTR_OF_TASK))
-    p.add_argument("--grid", required=True, help="YAML: {name: {model: genser|classifier|both, train: {...}, "
-                                                 "model_conf: {...}}}")
     p.add_argument("--inner", type=int, default=3, help="speaker groups of the inner CV")
     p.add_argument("--outer", default="all", help='outer test folds: "all" or a list')
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    return p
+
+
+def load_task(args):
+    """(data dir, labels, {utt: features}, {utt: class index}, outer folds) of the options above."""
+    data = load_data_dir(args.data_dir)
+    attr = ATTR_OF_TASK[args.task]
+    labels = sorted(set(getattr(data, attr).values()))
+    feats = load_all(FeatureReader(args.feat_dir), data.utts)
+    targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
+    outer = test_folds(data) if args.outer == "all" else args.outer.split()
+    return data, labels, feats, targets, outer
+
+
+def get_parser():
+    p = nested_cv_arguments(argparse.ArgumentParser(description=__doc__,
+                                                    formatter_class=argparse.RawDescriptionHelpFormatter))
+    p.add_argument("--grid", required=True, help="YAML: {name: {model: genser|classifier|both, train: {...}, "
+                                                 "model_conf: {...}}}")
     p.add_argument("--protocol", default="clip",
                    help="evaluation protocol of the held-out speakers (genser/cmvn.py): clip, speaker-<K>, speaker-all")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     p.add_argument("--speed_perturb_dirs", default="",
                    help="speed-perturbed dumps of the same utterances (ser.sh --speed_perturb_factors); a "
                         "candidate with 'speed_perturb: true' adds their copies of its fit utterances")
@@ -94,13 +111,8 @@ def train_and_predict(job):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     start = time.time()
-    data = load_data_dir(args.data_dir)
-    attr = ATTR_OF_TASK[args.task]
-    labels = sorted(set(getattr(data, attr).values()))
-    feats = load_all(FeatureReader(args.feat_dir), data.utts)
-    targets = {u: labels.index(getattr(data, attr)[u]) for u in data.utts}
+    data, labels, feats, targets, outer = load_task(args)
     grid = yaml.safe_load(Path(args.grid).read_text())
-    outer = test_folds(data) if args.outer == "all" else args.outer.split()
     perturbed = [load_all(FeatureReader(d), data.utts) for d in args.speed_perturb_dirs.replace(",", " ").split()]
     candidates = []  # (model, name, train, model_conf)
     for name, c in grid.items():
@@ -148,11 +160,12 @@ def main(argv=None):
                   body=body, argv=sys.argv if argv is None else ["bench/tune.py", *argv])
 
 
-def run_jobs(jobs, n):
+def run_jobs(jobs, n, fn=train_and_predict):
+    """{key: (refs, out)} of ``fn(job) -> (key, refs, out)`` over the jobs, n processes."""
     out = {}
     with ProcessPoolExecutor(n) as pool:
-        for key, refs, hyps in pool.map(train_and_predict, jobs, chunksize=1):
-            out[key] = (refs, hyps)
+        for key, refs, result in pool.map(fn, jobs, chunksize=1):
+            out[key] = (refs, result)
             print(f"{len(out)}/{len(jobs)} {key}", flush=True)
     return out
 
