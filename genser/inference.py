@@ -73,8 +73,8 @@ def model_norm(extra):
 @dataclass
 class Prediction:
     """One decision: ``label`` (or UNKNOWN below the classifier's min_confidence), the model's
-    ``posteriors`` {label: p}, calibrated by the model's own temperature (genser-train --calibrate
-    inner; the model applies it), and ``confidence``, the largest of them. ``path`` is the file (None
+    ``posteriors`` {label: p}, calibrated by the model's own temperature (genser-train --calibrate;
+    the model applies it), and ``confidence``, the largest of them. ``path`` is the file (None
     for a waveform); ``start``/``end`` (s) are set for the segments of a timeline."""
 
     label: str

@@ -345,3 +345,16 @@ def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog):
     assert t == seen["hi"] == trainer.TEMPERATURE_BOUND
     assert "at the search bound 20: the held-out posteriors are no better than chance" in report
     assert "--calibrate crossfit" in report and "fold 1: calibration temperature" in caplog.text
+
+
+def test_calibration_mode_follows_the_speaker_label_dependence():
+    from genser import cmvn, trainer
+
+    bound = cmvn.AUTO_MAX_DEPENDENCE
+    assert trainer.TRAIN_DEFAULTS["calibrate"] == "auto"
+    assert trainer.calibration_mode("auto", bound) == "inner"  # as feat_norm auto: <= the bound is independent
+    assert trainer.calibration_mode("auto", bound + 1e-9) == "crossfit"
+    for mode in ("inner", "crossfit", "none"):
+        assert trainer.calibration_mode(mode, 0.99) == mode
+    with pytest.raises(ValueError, match="calibrate must be one of"):
+        trainer.calibration_mode("outer", 0.0)

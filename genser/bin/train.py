@@ -81,7 +81,8 @@ def get_parser():
     p.add_argument("--calibrate", default=d["calibrate"], choices=trainer.CALIBRATE,
                    help="inner: fit the posteriors' temperature on held-out training speakers after training "
                         "(one extra training on the others); crossfit: every third held out in turn (three); "
-                        "none: temperature 1")
+                        "none: temperature 1; auto: crossfit where speaker and label depend on each other in "
+                        "the training utterances (as --feat_norm auto judges), else inner")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=0, help="torch threads per process (0: torch default)")
