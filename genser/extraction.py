@@ -72,8 +72,11 @@ def fingerprint(utts):
 
 
 def audio_stamps(utts):
-    """{utt: "size mtime_ns"} of each utterance's audio file (pipes have none): cheap to take, and
-    a file copied over a listed one changes it, so that the job is redone rather than skipped."""
+    """{utt: "size mtime_ns ctime_ns"} of each utterance's audio file (pipes have none): cheap to
+    take, and a file copied over a listed one changes it, so that the job is redone rather than
+    skipped. The ctime catches what size and mtime miss: `cp -p` of a clip of the same length
+    keeps both (a corpus unpacked from one archive shares its mtimes), but writing the file sets
+    its ctime, which no tool can set back. A chmod sets it too: a needless re-extraction, named."""
     by_path, out = {}, {}
     for utt, (path, _, _) in sorted(utts.items()):
         if str(path).rstrip().endswith("|"):
@@ -81,17 +84,25 @@ def audio_stamps(utts):
         if path not in by_path:
             try:
                 st = os.stat(path)
-                by_path[path] = f"{st.st_size} {st.st_mtime_ns}"
+                by_path[path] = f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
             except OSError:
                 by_path[path] = "missing"  # the reader names the missing file
         out[utt] = by_path[path]
     return out
 
 
+def size_and_mtime(stamps):
+    """The stamps without the ctime: what the settings' audio hash covers, as it did before the
+    ctime was taken, so that dumps made then are not all re-extracted."""
+    return {u: " ".join(s.split()[:2]) for u, s in stamps.items()}
+
+
 def changed_audio(previous, stamps, utts):
-    """Lines naming the utterances whose audio file changed since ``previous`` stamps."""
-    changed = [u for u in sorted(stamps) if u in previous and previous[u] != stamps[u]]
-    return [f"utt {u}: {utts[u][0]} (size, mtime {previous[u]} -> {stamps[u]})" for u in changed]
+    """Lines naming the utterances whose audio file changed since ``previous`` stamps (only the
+    fields ``previous`` has: stamps written before the ctime was taken hold size and mtime)."""
+    changed = [u for u in sorted(stamps)
+               if u in previous and previous[u].split() != stamps[u].split()[:len(previous[u].split())]]
+    return [f"utt {u}: {utts[u][0]} (size, mtime, ctime {previous[u]} -> {stamps[u]})" for u in changed]
 
 
 def check_pooling(frontend, pooling):
@@ -119,16 +130,16 @@ def run_job(args):
     stamps = audio_stamps(utts)
     settings = {"frontend": frontend_spec_of(args), "layers": str(args.layers), "pooling": args.pooling,
                 "dtype": args.dtype, "data": fingerprint(utts),
-                "audio": hashlib.sha1(repr(sorted(stamps.items())).encode()).hexdigest()[:16]}
+                "audio": hashlib.sha1(repr(sorted(size_and_mtime(stamps).items())).encode()).hexdigest()[:16]}
     if args.speed != 1.0:  # only then: dumps made before the option keep their settings
         settings["speed"] = args.speed
     if done.is_file() and scp.is_file() and ark.is_file():
         record = yaml.safe_load(done.read_text(encoding="utf-8")) or {}
         previous = record.get("settings")
-        if previous == settings:
+        changed = changed_audio(record.get("audio_stamps") or {}, stamps, utts)
+        if previous == settings and not changed:
             log.info("job %d: already done (%s); skipping", args.job, done)
             return
-        changed = changed_audio(record.get("audio_stamps") or {}, stamps, utts)
         if changed:
             log.warning("job %d: %d audio file(s) changed since they were extracted (%s); re-extracting: %s",
                         args.job, len(changed), done, "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else ""))

@@ -5,6 +5,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,13 +208,45 @@ def test_audio_replaced_in_place_is_re_extracted_naming_the_utterance(tmp_path, 
     err = capsys.readouterr().err
     assert "already done" not in err
     assert "1 audio file(s) changed since they were extracted" in err
-    assert f"utt utt1: {tmp_path / 'wav' / 'u1.wav'} (size, mtime" in err
+    assert f"utt utt1: {tmp_path / 'wav' / 'u1.wav'} (size, mtime, ctime" in err
     extract_feats.main(merge_args(data, out, 1))
     after = FeatureReader(out)
     assert after["utt1"].shape != before.shape or not np.allclose(after["utt1"], before)
     assert np.allclose(after["utt1"], after["utt3"])
     extract_feats.main(job_args(data, out, 1, 1))  # unchanged since: skipped
     assert "already done" in capsys.readouterr().err
+
+
+def test_a_same_size_copy_that_keeps_the_mtime_is_re_extracted(tmp_path, capsys):
+    # cp -p of a clip of the same length: size and mtime as before, only the ctime tells
+    from test_extract import job_args, make_data
+
+    from genser.bin import extract_feats
+
+    data, out = make_data(tmp_path, n=4, nj=1), tmp_path / "dump"
+    extract_feats.main(job_args(data, out, 1, 1))
+    wav = tmp_path / "wav" / "u1.wav"
+    st = os.stat(wav)
+    raw = bytearray(wav.read_bytes())
+    raw[-400:] = bytes(reversed(raw[-400:]))  # other samples, the same length
+    time.sleep(0.01)  # a ctime that differs on coarse clocks too
+    wav.write_bytes(bytes(raw))
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(wav).st_size, os.stat(wav).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    capsys.readouterr()
+    extract_feats.main(job_args(data, out, 1, 1))
+    err = capsys.readouterr().err
+    assert "already done" not in err and "1 audio file(s) changed since they were extracted" in err
+
+
+def test_stamps_from_before_the_ctime_still_match(tmp_path):
+    from genser.extraction import changed_audio
+
+    utts = {"u": ("a.wav", None, None)}
+    assert changed_audio({"u": "10 20"}, {"u": "10 20 30"}, utts) == []
+    assert changed_audio({"u": "10 20 30"}, {"u": "10 20 31"}, utts) == [
+        "utt u: a.wav (size, mtime, ctime 10 20 30 -> 10 20 31)"]
+    assert changed_audio({"u": "10 20"}, {"u": "11 20 30"}, utts)
 
 
 # ---- stage 1: the clip warnings reach the console --------------------------------------------
