@@ -35,9 +35,9 @@ def decode_draws(model, loader, *, draws, nsteps, eta, generator, device):
         feats, lengths = feats.to(device), lengths.to(device)
         samples = torch.stack([model.generate(feats, lengths, nsteps=nsteps, eta=eta, generator=generator)
                                for _ in range(draws)]).cpu()  # [K, B, Dc]
-        posteriors = model.sample_posteriors(samples.flatten(0, 1).to(device))
-        posteriors = posteriors.cpu().reshape(draws, -1, posteriors.shape[-1])
-        vote, agreement = draw_agreement(posteriors.argmax(-1).numpy(), len(model.labels))
+        out = model.decide_samples(samples.flatten(0, 1).to(device))
+        posteriors = out["scores"].cpu().reshape(draws, -1, out["scores"].shape[-1])
+        vote, agreement = draw_agreement(out["pred"].cpu().reshape(draws, -1).numpy(), len(model.labels))
         spread = draw_spread(samples.numpy())
         rows += list(zip(vote.tolist(), agreement.tolist(), spread.tolist(),
                          posteriors.mean(0).max(-1).values.tolist()))

@@ -239,15 +239,23 @@ class GenSERModel(SERModel):
         return self._pool(out, mask)
 
     def infer(self, feats, lengths, nsteps=1, eta=0.0, generator=None):
-        sample = self.generate(feats, lengths, nsteps, eta, generator)
-        # the decision is the nearest code (docs/METHOD.md §2.7), whichever map gives the posteriors
-        return {"pred": self.taxonomy.decide(sample), "scores": self.sample_posteriors(sample)}
+        return self.decide_samples(self.generate(feats, lengths, nsteps, eta, generator))
 
-    def sample_posteriors(self, sample):
-        """Posteriors [..., K] of terminal samples under the model's map and temperature."""
+    def decide_samples(self, sample):
+        """{"pred": [...], "scores": [..., K]} of terminal samples [..., D]: the nearest code
+        (docs/METHOD.md §2.7), and the posteriors under the model's map and temperature, in
+        which the decided class holds the largest. The barycentric coordinates can rank two
+        near-tied classes otherwise than the cosines (the codes are not quite orthogonal); their
+        two posteriors then swap, so that the confidence is the decision's."""
         post = self.config["posterior"]
-        return self.taxonomy.posteriors(sample, map=post["map"], tau=self.config["tm"]["ce_tau"], floor=post["floor"],
-                                        temperature=self.temperature)
+        pred = self.taxonomy.decide(sample)
+        scores = self.taxonomy.posteriors(sample, map=post["map"], tau=self.config["tm"]["ce_tau"],
+                                          floor=post["floor"], temperature=self.temperature)
+        top, pick = scores.max(-1, keepdim=True), pred.unsqueeze(-1)
+        classes = torch.arange(scores.shape[-1], device=scores.device)
+        mine = scores.gather(-1, pick)
+        scores = torch.where(classes == pick, top.values, torch.where(classes == top.indices, mine, scores))
+        return {"pred": pred, "scores": scores}
 
 
 MODEL_CLASSES = {"genser": GenSERModel, "classifier": ClassifierModel}

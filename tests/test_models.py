@@ -413,6 +413,21 @@ def test_posterior_maps_share_the_decision_and_apply_the_temperature():
         resolve_config({"posterior": {"floor": 0}})
 
 
+def test_the_decided_class_holds_the_largest_posterior():
+    # Far from every code, the coordinates can rank two classes otherwise than the cosines do.
+    torch.manual_seed(0)
+    model = build_model({}, LABELS, D, L).eval()
+    x = torch.randn(2000, model.taxonomy.dim, generator=torch.Generator().manual_seed(1))
+    plain = model.taxonomy.posteriors(x, map="barycentric", floor=0.003)
+    out = model.decide_samples(x)
+    assert torch.equal(out["pred"], model.taxonomy.decide(x))
+    differs = plain.argmax(-1) != out["pred"]
+    assert differs.any()  # not vacuous
+    assert torch.equal(out["scores"].argmax(-1), out["pred"])
+    assert torch.allclose(out["scores"].sort(-1).values, plain.sort(-1).values)  # the same values, two swapped
+    assert torch.equal(out["scores"][~differs], plain[~differs])
+
+
 def test_load_model_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
