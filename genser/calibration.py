@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 __all__ = ["reliability", "ece", "brier", "nll", "temperature_scale", "fit_temperature", "auroc",
-           "summarize_calibration", "draw_agreement", "draw_spread"]
+           "summarize_calibration", "draw_agreement", "draw_spread", "TEMPERATURE_BOUND"]
 
 # Floor for log-probabilities: a posterior of exactly 0 (a saturated softmax) must not give inf.
 _LOG_FLOOR = 1e-12
@@ -98,7 +98,12 @@ def temperature_scale(probs, temperature):
     return out / out.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(probs, targets, lo=0.05, hi=20.0, tol=1e-6):
+# The largest temperature fit_temperature searches; a fit that ends there found the posteriors
+# no better than uniform (genser.trainer.calibrate_inner names it).
+TEMPERATURE_BOUND = 20.0
+
+
+def fit_temperature(probs, targets, lo=0.05, hi=TEMPERATURE_BOUND, tol=1e-6):
     """The temperature in [lo, hi] minimising ``nll(temperature_scale(probs, T), targets)``.
 
     The NLL is convex in beta = 1 / T (a log-sum-exp of functions linear in beta, minus a linear

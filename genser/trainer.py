@@ -27,6 +27,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from genser import cmvn
+from genser.calibration import TEMPERATURE_BOUND
 from genser.features import FeatureDataset, NormalizedDataset, StackedReader, pad_collate
 from genser.checkpoint import torch_save_atomic
 from genser.metrics import summarize
@@ -392,10 +393,6 @@ def fit_in_memory(*, model, train_set, params, device, where):
     fit(model=model, step_model=LossModule(model), optimizer=make_optimizer(model, params), loaders=loaders,
         params=params, state=state, device=device, rank=0, fold_dir=None, where=where, save_model_fn=None)
     return model
-
-
-# The largest temperature calibration searches (genser.calibration.fit_temperature's default).
-TEMPERATURE_BOUND = 20.0
 
 
 def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3,
