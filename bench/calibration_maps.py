@@ -42,6 +42,8 @@ def get_parser():
                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--seeds", default="0", help="training seeds, each a full run")
     p.add_argument("--floors", default="0.001 0.01", help="floors of the barycentric map (mixed with 1/K)")
+    p.add_argument("--objectives", default="nll brier",
+                   help="scoring rules the temperature is fitted by (genser.calibration.TEMPERATURE_OBJECTIVES)")
     p.add_argument("--cache", default="", help="npz of the raw outputs: written after training, read instead of "
                                               "training when it exists (same arguments)")
     p.add_argument("--out", required=True)
@@ -115,14 +117,15 @@ def load_cache(path):
     return results
 
 
-def held_out_scaled(per_group):
-    """Leave one inner group out: each group's posteriors scaled by the temperature fitted on the
-    other groups. per_group: [(refs, probs)]. Returns (refs, scaled probs, temperatures)."""
+def held_out_scaled(per_group, objective):
+    """Leave one inner group out: each group's posteriors scaled by the temperature fitted (by
+    ``objective``) on the other groups. per_group: [(refs, probs)]. Returns (refs, scaled probs,
+    temperatures)."""
     probs, refs, temps = [], [], []
     for g, (r, p) in enumerate(per_group):
         rest_p = np.concatenate([q for h, (_, q) in enumerate(per_group) if h != g])
         rest_r = np.concatenate([s for h, (s, _) in enumerate(per_group) if h != g])
-        temps.append(fit_temperature(rest_p, rest_r))
+        temps.append(fit_temperature(rest_p, rest_r, objective=objective))
         probs.append(temperature_scale(p, temps[-1]))
         refs.append(r)
     return np.concatenate(refs), np.concatenate(probs), temps
@@ -154,14 +157,15 @@ def main(argv=None):
     floors = [float(f) for f in args.floors.split()]
     rows = []
     for model in ("genser", "classifier"):
-        for name in maps_of(results[seeds[0], outer[0], model, 0][1], floors):
+        names = maps_of(results[seeds[0], outer[0], model, 0][1], floors)
+        for name, objective in ((n, o) for n in names for o in args.objectives.split()):
             per_seed, pooled, temps = [], ([], []), []
             for seed in seeds:
                 ece_folds = []
                 for f in outer:  # each outer fold's training speakers on their own
                     refs, probs, t = held_out_scaled([(results[seed, f, model, g][0],
                                                        maps_of(results[seed, f, model, g][1], floors)[name])
-                                                      for g in range(args.inner)])
+                                                      for g in range(args.inner)], objective)
                     ece_folds.append(calibration_of(refs, probs)[0])
                     pooled[0].append(refs)
                     pooled[1].append(probs)
@@ -169,19 +173,19 @@ def main(argv=None):
                 per_seed.append(np.mean(ece_folds))
             ece_all, nll_all, auroc_all = calibration_of(np.concatenate(pooled[0]), np.concatenate(pooled[1]))
             cells = " / ".join(f"{e:.1f}" for e in per_seed)
-            rows.append(f"| {model} | {name} | {np.mean(per_seed):.2f} ({cells}) | {ece_all:.2f} | {nll_all:.3f} | "
-                        f"{auroc_all:.3f} | {np.median(temps):.2f} |")
+            rows.append(f"| {model} | {name} | {objective} | {np.mean(per_seed):.2f} ({cells}) | {ece_all:.2f} | "
+                        f"{nll_all:.3f} | {auroc_all:.3f} | {np.median(temps):.2f} |")
     body = "\n".join([
         machine_description(),
         f"Seeds {args.seeds}; {len(outer)} outer folds, {args.inner} inner speaker groups each; "
         f"{'trained outputs read from --cache' if cached else f'{(time.time() - start) / 60:.1f} min'}. Held-out training speakers decoded under the clip protocol; "
-        f"temperature from the other inner groups (leave one group out). ECE over 15 bins, in two sizes: per "
+        f"temperature from the other inner groups (leave one group out), fitted by the named scoring rule. ECE over 15 bins, in two sizes: per "
         f"outer fold (its training speakers' held-out clips, about the size of a recipe's test table; mean, "
         f"and mean per seed), and pooled over every outer fold and seed; NLL and the AUROC of the largest "
         f"posterior against correctness pooled. Model config: genser.config.DEFAULT_CONFIG, tm.ce_weight "
         f"{DEFAULT_CONFIG['tm']['ce_weight']}.", "",
-        "| model | map | ECE % per outer fold (per seed) | ECE % pooled | NLL | AUROC (max p) | median T |",
-        "|---|---|---|---|---|---|---|", *rows])
+        "| model | map | T fitted by | ECE % per outer fold (per seed) | ECE % pooled | NLL | AUROC (max p) | median T |",
+        "|---|---|---|---|---|---|---|---|", *rows])
     write_results(Path(args.out), title=f"Posterior maps under held-out temperature: {args.task}, {args.feat_dir}",
                   body=body, argv=sys.argv if argv is None else ["bench/calibration_maps.py", *argv])
 

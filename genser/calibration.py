@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 __all__ = ["reliability", "ece", "brier", "nll", "temperature_scale", "fit_temperature", "auroc",
-           "summarize_calibration", "draw_agreement", "draw_spread", "TEMPERATURE_BOUND"]
+           "summarize_calibration", "draw_agreement", "draw_spread", "TEMPERATURE_BOUND",
+           "TEMPERATURE_OBJECTIVES"]
 
 # Floor for log-probabilities: a posterior of exactly 0 (a saturated softmax) must not give inf.
 _LOG_FLOOR = 1e-12
@@ -103,23 +104,39 @@ def temperature_scale(probs, temperature):
 TEMPERATURE_BOUND = 20.0
 
 
-def fit_temperature(probs, targets, lo=0.05, hi=TEMPERATURE_BOUND, tol=1e-6):
-    """The temperature in [lo, hi] minimising ``nll(temperature_scale(probs, T), targets)``.
+# The scoring rules a temperature can be fitted by (both proper: the true posteriors minimise them
+# in expectation). NLL is unbounded: one clip whose true class got a posterior near 0 can set T.
+# The Brier score is bounded (at most 2 per clip), so T follows the bulk of the clips. genser
+# fits each head by the rule it was trained under (docs/METHOD.md §6): the classifier by NLL
+# (cross-entropy), Gen-SER by Brier (squared error to the codes, whose coordinates are the
+# posteriors; bench/results/calibration_maps_emodb_whisper.md).
+TEMPERATURE_OBJECTIVES = {"nll": nll, "brier": brier}
+
+
+def fit_temperature(probs, targets, lo=0.05, hi=TEMPERATURE_BOUND, tol=1e-6, objective="nll"):
+    """The temperature in [lo, hi] minimising ``objective(temperature_scale(probs, T), targets)``
+    (``objective``: a key of TEMPERATURE_OBJECTIVES).
 
     The NLL is convex in beta = 1 / T (a log-sum-exp of functions linear in beta, minus a linear
-    term), hence unimodal in log T, so a golden-section search on log T finds the minimum to
-    ``tol`` (relative) with no gradient and no randomness.
+    term), hence unimodal in log T; the Brier score need not be. So a grid of 41 points on log T
+    brackets the best one, and a golden-section search between its neighbours refines it to
+    ``tol`` (relative): no gradient, no randomness.
     """
     probs, targets = _check_probs(probs, targets)
     if len(targets) == 0:
         raise ValueError("fit_temperature needs at least one utterance")
     if not 0 < lo < hi:
         raise ValueError(f"need 0 < lo < hi, got {lo}, {hi}")
+    if objective not in TEMPERATURE_OBJECTIVES:
+        raise ValueError(f"objective must be one of {sorted(TEMPERATURE_OBJECTIVES)}, got {objective!r}")
+    score = TEMPERATURE_OBJECTIVES[objective]
 
     def loss(log_t):
-        return nll(temperature_scale(probs, math.exp(log_t)), targets)
+        return score(temperature_scale(probs, math.exp(log_t)), targets)
 
-    a, b = math.log(lo), math.log(hi)
+    grid = np.linspace(math.log(lo), math.log(hi), 41)
+    best = int(np.argmin([loss(g) for g in grid]))
+    a, b = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
     c, d = b - ratio * (b - a), a + ratio * (b - a)
     fc, fd = loss(c), loss(d)

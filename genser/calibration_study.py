@@ -14,8 +14,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from genser.calibration import auroc, fit_temperature, reliability, summarize_calibration, temperature_scale
+from genser.config import resolve_config, temperature_objective
 from genser.fileio import read_identity
 from genser.report import md_table
 from genser.scoring import ScoreError, parse_setting, primary_setting, read_hyp, setting_name
@@ -43,11 +45,21 @@ def stored_temperature(fold_dir):
     return float(head[1])
 
 
+def temperature_objective_of(system_dir):
+    """The scoring rule a system's temperature is fitted by (genser.config.temperature_objective),
+    from its <exp>/<system>/config.yaml; NLL where there is none (an older experiment)."""
+    path = Path(system_dir) / "config.yaml"
+    if not path.is_file():
+        return "nll"
+    conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return temperature_objective(resolve_config(conf.get("model_conf") or {}))
+
+
 def calibrate_system(exp, system, setting):
     """Pooled figures before and after per-fold temperature scaling, and the temperatures: the
     temperature each model holds (fitted by genser-train on held-out training speakers; its
     hyp.tsv posteriors are already scaled, so "before" undoes it), else one fitted on the fold's
-    hyp_dev.tsv."""
+    hyp_dev.tsv by the system's scoring rule."""
     probs, targets, scaled, temps = [], [], [], {}
     for fold in exp.folds_of(system, setting):
         hyp = exp.decodes[(system, setting, fold)]
@@ -68,7 +80,7 @@ def calibrate_system(exp, system, setting):
                 raise ScoreError(f"{dev_path} was decoded from model {dev_model}, but {hyp.path.parents[1]} holds "
                                  f"model {trained}: a stale decode; re-run genser-decode --subset dev")
             dp, dt = _arrays(exp, read_hyp(dev_path))
-            temps[fold] = fit_temperature(dp, dt)
+            temps[fold] = fit_temperature(dp, dt, objective=temperature_objective_of(hyp.path.parents[2]))
             scaled.append(temperature_scale(p, temps[fold]))
     probs, targets = np.concatenate(probs), np.concatenate(targets)
     out = {"before": summarize_calibration(probs, targets, N_BINS), "temps": temps,

@@ -405,10 +405,11 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     genser.folds.label_balanced_groups) and decodes the
     held-out group clip by clip (the headline protocol); with ``crossfit`` every group is held out
     in turn (``groups`` models), so that every training speaker is decoded once. The temperature
-    minimises the NLL of the pooled held-out posteriors (genser.calibration.fit_temperature). The
-    test fold is never read.
+    minimises the model's scoring rule (genser.config.temperature_objective: NLL for the
+    classifier, Brier for Gen-SER) on the pooled held-out posteriors. The test fold is never read.
     """
-    from genser.calibration import fit_temperature, nll, temperature_scale
+    from genser.calibration import brier, fit_temperature, nll, temperature_scale
+    from genser.config import temperature_objective
     from genser.decoding import decode
     from genser.folds import label_balanced_groups
 
@@ -439,11 +440,14 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
         refs += [targets[u] for u in val_utts]
         held_all += sorted(held)
     probs, refs = np.concatenate(probs), np.array(refs)
-    t = fit_temperature(probs, refs, hi=TEMPERATURE_BOUND)
-    report = (f"temperature {t:.3f} from {len(refs)} utterances of {len(held_all)} held-out training speaker(s) "
-              f"({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> {nll(temperature_scale(probs, t), refs):.3f}")
+    objective = temperature_objective(model.config)
+    t = fit_temperature(probs, refs, hi=TEMPERATURE_BOUND, objective=objective)
+    scaled = temperature_scale(probs, t)
+    report = (f"temperature {t:.3f} (fitted by {objective}) from {len(refs)} utterances of {len(held_all)} "
+              f"held-out training speaker(s) ({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> "
+              f"{nll(scaled, refs):.3f}, Brier {brier(probs, refs):.3f} -> {brier(scaled, refs):.3f}")
     if t >= 0.999 * TEMPERATURE_BOUND:
-        # the NLL still falls at the bound: uniform posteriors beat the model's on these speakers
+        # the score still falls at the bound: uniform posteriors beat the model's on these speakers
         report += (f"; at the search bound {TEMPERATURE_BOUND:g}: the held-out posteriors are no better than "
                    f"chance (speaker and label dependent?)" + ("" if crossfit else
                    "; --calibrate crossfit holds out every training speaker once"))

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import yaml
 import pytest
 
 from genser.calibration import (auroc, brier, draw_agreement, draw_spread, ece, fit_temperature, nll, reliability,
@@ -47,6 +48,43 @@ def test_temperature_scale_is_softmax_of_scaled_logits():
         np.testing.assert_allclose(temperature_scale(probs, t), expected, rtol=1e-12)
     with pytest.raises(ValueError, match="positive"):
         temperature_scale(probs, 0.0)
+
+
+@pytest.mark.parametrize("objective", ["nll", "brier"])
+def test_fit_temperature_finds_the_minimum_of_either_objective(objective):
+    """Both proper scoring rules recover the generating temperature of well-specified posteriors,
+    and the fit is the minimum of its own objective on a fine grid (the grid-then-golden search
+    does not stop in a local dip). An unknown objective is refused by name."""
+    rng = np.random.default_rng(1)
+    logits = 2.5 * rng.standard_normal((4000, 5))
+    true = np.exp(logits / 1.7)
+    true /= true.sum(1, keepdims=True)
+    targets = np.array([rng.choice(5, p=p) for p in true])
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    t = fit_temperature(probs, targets, objective=objective)
+    assert abs(t - 1.7) < 0.2
+    score = {"nll": nll, "brier": brier}[objective]
+    grid = np.exp(np.linspace(math.log(0.5), math.log(8.0), 2001))
+    best = grid[np.argmin([score(temperature_scale(probs, g), targets) for g in grid])]
+    assert t == pytest.approx(best, rel=2e-3)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        fit_temperature(probs, targets, objective="ece")
+
+
+def test_brier_fit_is_not_set_by_one_clip_given_zero():
+    """The reason Gen-SER's temperature is fitted by Brier: clips whose true class got a floored
+    posterior dominate the NLL and push T up (softening every sure, right clip); the bounded
+    Brier score barely moves."""
+    rng = np.random.default_rng(2)
+    logits = 4.0 * rng.standard_normal((2000, 4))
+    targets = logits.argmax(1)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    floored = 0.999 * np.eye(4)[(targets + 1) % 4][:20] + 0.001 / 4  # 20 sure errors, true class at the floor
+    p = np.concatenate([probs, floored])
+    y = np.concatenate([targets, targets[:20]])
+    t_nll, t_brier = (fit_temperature(p, y, objective=o) for o in ("nll", "brier"))
+    assert t_nll > 2 * fit_temperature(probs, targets, objective="nll")
+    assert t_brier < t_nll
 
 
 def test_fit_temperature_recovers_the_generating_temperature():
@@ -143,6 +181,10 @@ def test_calibrate_report_matches_the_library(tmp_path):
             lines.append(f"{utt}\t{LABELS[ref]}\t{LABELS[int(p.argmax())]}\t{1.0 if ok else 0.5}\t0.1\t{p.max()}\t8")
         (exp / "genser" / f"fold_{fold}" / "decode_nsteps3_eta0.5" / "draws.tsv").write_text("\n".join(lines) + "\n")
 
+    # each system's config says how its temperature is fitted: Gen-SER by Brier, the classifier by NLL
+    for system in ("genser", "classifier"):
+        (exp / system / "config.yaml").write_text(yaml.safe_dump({"model": system, "model_conf": {"model": system}}))
+    objective = {"genser": "brier", "classifier": "nll"}
     calibrate.main(["--exp_dir", str(exp)])
     text = (exp / "CALIBRATION.md").read_text()
     assert (exp / "reliability.png").read_bytes()[:4] == b"\x89PNG"
@@ -150,7 +192,8 @@ def test_calibrate_report_matches_the_library(tmp_path):
         probs = np.concatenate([truth["test"][(system, f)][2] for f in "12"])
         refs = np.concatenate([truth["test"][(system, f)][1] for f in "12"])
         before = summarize_calibration(probs, refs, 15)
-        temps = [fit_temperature(truth["dev"][(system, f)][2], truth["dev"][(system, f)][1]) for f in "12"]
+        temps = [fit_temperature(truth["dev"][(system, f)][2], truth["dev"][(system, f)][1],
+                                 objective=objective[system]) for f in "12"]
         assert all(t > 1.0 for t in temps)  # the posteriors are overconfident: softened
         scaled = np.concatenate([temperature_scale(truth["test"][(system, f)][2], t) for f, t in zip("12", temps)])
         after = summarize_calibration(scaled, refs, 15)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 
+from genser import export as export_lib
 from genser.bin import export, infer
 from genser.frontend import build_frontend
 from genser.checkpoint import load_model, save_model
@@ -122,7 +123,7 @@ def test_export_is_self_contained_and_runs_in_genser_infer(tmp_path, fbank_front
     for text in ("licence: CC-BY-4.0", "training corpus: toy", "test fold `03` held out on 6 utterances of 2 "
                  "speakers (08 09)", "labels (4): anger, happiness, neutral, sadness", "name: fbank_no_cmvn",
                  "| genser | nsteps1_eta0.0 | 61.2 ± 1.0 |", "head_nsteps3.onnx | 3 |",
-                 "posteriors: the barycentric coordinates of the sample in the codes (floor 0.003), temperature 1 "
+                 "posteriors: the barycentric coordinates of the sample in the codes (floor 0.0001), temperature 1 "
                  "(not calibrated)"):
         assert text in card, text
     assert "| classifier |" not in card
@@ -194,3 +195,11 @@ def test_a_frontend_that_cannot_travel_says_what_is_missing(tmp_path, fbank_fron
         export.main(["--model", str(model_path), "--out_dir", str(out), "--licence", "MIT"])
     assert str(err.value).startswith(f"error: cannot export {model_path}") and message in str(err.value)
     assert not out.exists() and not list(tmp_path.glob(".out.tmp.*"))
+
+
+def test_card_names_the_rule_the_temperature_was_fitted_by():
+    post = {"map": "barycentric", "floor": 0.0001, "fit": "brier", "tau": 0.1, "temperature": 1.6}
+    note = export_lib.posterior_note({"kind": "genser", "posteriors": post})
+    assert "temperature 1.6 (fitted on held-out training speakers by brier)" in note
+    note = export_lib.posterior_note({"kind": "classifier", "posteriors": {**post, "fit": "nll"}})
+    assert note == "softmax of the logits, temperature 1.6 (fitted on held-out training speakers by nll)"

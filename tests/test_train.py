@@ -337,12 +337,13 @@ def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog):
 
     seen = {}
 
-    def at_bound(probs, refs, hi):
-        seen["hi"] = hi
+    def at_bound(probs, refs, hi, objective):
+        seen["hi"], seen["objective"] = hi, objective
         return hi
     monkeypatch.setattr(calibration, "fit_temperature", at_bound)
     t, report = trainer.calibrate_inner(**calibration_case(), where="fold 1")
     assert t == seen["hi"] == trainer.TEMPERATURE_BOUND
+    assert seen["objective"] == "nll" and "temperature 20.000 (fitted by nll)" in report  # the classifier's rule
     assert "at the search bound 20: the held-out posteriors are no better than chance" in report
     assert "--calibrate crossfit" in report and "fold 1: calibration temperature" in caplog.text
 
