@@ -11,6 +11,13 @@ speaker gets out-of-fold outputs. Each candidate map then gets its temperature f
 groups' outputs and is scored on the held-out group (leave one group out), so no figure uses the
 outer test fold, nor the data its own temperature was fitted on.
 
+``--recipe_calibration inner|crossfit`` scores the temperature as genser-train fits it instead
+(genser.trainer.calibrate_inner): for each inner group's model, calibration models are trained
+within its own fit speakers (label-balanced thirds; one held out, or each in turn), T is fitted on
+their held-out outputs and applied to that model's outputs on the held-out inner group. This
+keeps what leave-one-group-out hides: the calibration models see fewer speakers than the model
+they calibrate, so their T can be too high for it.
+
 Gen-SER's maps (x = the sampler's terminal sample, nsteps 1; c_k the codes, tau = tm.ce_tau):
 - ``cosine``: softmax(cos(x, c_k) / tau), the posteriors genser has given so far;
 - ``dot``: softmax(x . c_k / (|c|^2 tau)). Trained by MSE alone (tm.ce_weight 0), the one-step
@@ -33,7 +40,8 @@ from tune import fit_job, load_task, nested_cv_arguments, run_jobs  # noqa: E402
 from genser.calibration import auroc, ece, fit_temperature, nll, temperature_scale  # noqa: E402
 from genser.config import DEFAULT_CONFIG  # noqa: E402
 from genser.features import pad_collate  # noqa: E402
-from genser.folds import inner_splits  # noqa: E402
+from genser.folds import inner_splits, label_balanced_groups  # noqa: E402
+from genser.trainer import derive_seed  # noqa: E402
 from genser.taxonomy import project_simplex  # noqa: E402
 
 
@@ -46,6 +54,9 @@ def get_parser():
                    help="scoring rules the temperature is fitted by (genser.calibration.TEMPERATURE_OBJECTIVES)")
     p.add_argument("--cache", default="", help="npz of the raw outputs: written after training, read instead of "
                                               "training when it exists (same arguments)")
+    p.add_argument("--recipe_calibration", default="none", choices=("none", "inner", "crossfit"),
+                   help="none: leave one inner group out; inner, crossfit: T as genser-train --calibrate fits it")
+    p.add_argument("--calibration_cache", default="", help="npz of the calibration models' outputs (as --cache)")
     p.add_argument("--out", required=True)
     return p
 
@@ -96,25 +107,58 @@ def maps_of(raw, floor):
 
 def save_cache(path, results):
     arrays = {}
-    for (seed, fold, model, g), (refs, raw) in results.items():
-        prefix = f"{seed}|{fold}|{model}|{g}|"
+    for key, (refs, raw) in results.items():
+        prefix = "|".join(map(str, key)) + "|"
         arrays[prefix + "refs"] = refs
         arrays.update({prefix + name: np.asarray(value) for name, value in raw.items()})
     np.savez(path, **arrays)
 
 
 def load_cache(path):
+    """{(seed, fold, model, group[, calibration group]): (refs, raw outputs)} of save_cache."""
     results = {}
     with np.load(path, allow_pickle=False) as z:
         for name in z.files:
-            seed, fold, model, g, field = name.split("|")
-            key = (int(seed), fold, model, int(g))
+            seed, fold, model, *groups, field = name.split("|")
+            key = (int(seed), fold, model, *map(int, groups))
             refs, raw = results.setdefault(key, (None, {}))
             if field == "refs":
                 results[key] = (z[name], raw)
             else:
                 raw[field] = float(z[name]) if field == "tau" else z[name]
     return results
+
+
+def cached_run(path, jobs, n):
+    """run_jobs(jobs) through the npz cache at ``path`` (read where it exists, else written)."""
+    cache = Path(path) if path else None
+    if cache and cache.exists():
+        return load_cache(cache), True
+    results = run_jobs(jobs, n, train_and_output)
+    if cache:
+        save_cache(cache, results)
+    return results, False
+
+
+def calibration_jobs(common, data, targets, num_classes, seeds, outer, args):
+    """The calibration models of every inner group's model, dealt as genser.trainer.calibrate_inner
+    deals them: label-balanced thirds of the fit speakers; one held out (inner) or each (crossfit)."""
+    jobs = []
+    for seed in seeds:
+        for fold in outer:
+            for g, (fit, _) in enumerate(inner_splits(data, fold, args.inner, seed)):
+                counts = {}
+                for u in fit:
+                    counts.setdefault(data.spk[u], [0] * num_classes)[targets[u]] += 1
+                dealt = [d for d in label_balanced_groups(counts, min(3, len(counts)),
+                                                          derive_seed(seed, "calibrate")) if d]
+                for j, held in enumerate(dealt if args.recipe_calibration == "crossfit" else dealt[:1]):
+                    held = set(held)
+                    jobs += [{**common, "key": (seed, fold, model, g, j), "model": model, "seed": seed,
+                              "train_utts": [u for u in fit if data.spk[u] not in held],
+                              "test_utts": [u for u in fit if data.spk[u] in held]}
+                             for model in ("genser", "classifier")]
+    return jobs
 
 
 def held_out_scaled(per_group, objective):
@@ -126,6 +170,19 @@ def held_out_scaled(per_group, objective):
         rest_p = np.concatenate([q for h, (_, q) in enumerate(per_group) if h != g])
         rest_r = np.concatenate([s for h, (s, _) in enumerate(per_group) if h != g])
         temps.append(fit_temperature(rest_p, rest_r, objective=objective))
+        probs.append(temperature_scale(p, temps[-1]))
+        refs.append(r)
+    return np.concatenate(refs), np.concatenate(probs), temps
+
+
+def recipe_scaled(main_outputs, calibration_outputs, objective):
+    """Each inner group's posteriors scaled by the temperature fitted (by ``objective``) on its own
+    calibration models' held-out posteriors. main_outputs: [(refs, probs)] per inner group;
+    calibration_outputs: per inner group, [(refs, probs)] per calibration model."""
+    probs, refs, temps = [], [], []
+    for (r, p), calib in zip(main_outputs, calibration_outputs):
+        temps.append(fit_temperature(np.concatenate([q for _, q in calib]), np.concatenate([s for s, _ in calib]),
+                                     objective=objective))
         probs.append(temperature_scale(p, temps[-1]))
         refs.append(r)
     return np.concatenate(refs), np.concatenate(probs), temps
@@ -149,11 +206,12 @@ def main(argv=None):
             for seed in seeds for fold in outer
             for g, (fit, val) in enumerate(inner_splits(data, fold, args.inner, seed))
             for model in ("genser", "classifier")]
-    cache = Path(args.cache) if args.cache else None
-    cached = bool(cache and cache.exists())
-    results = load_cache(cache) if cached else run_jobs(jobs, args.jobs, train_and_output)
-    if cache and not cache.exists():
-        save_cache(cache, results)
+    results, cached = cached_run(args.cache, jobs, args.jobs)
+    calibration = {}
+    if args.recipe_calibration != "none":
+        calibration, _ = cached_run(args.calibration_cache,
+                                    calibration_jobs(common, data, targets, len(labels), seeds, outer, args),
+                                    args.jobs)
     floors = [float(f) for f in args.floors.split()]
     rows = []
     for model in ("genser", "classifier"):
@@ -163,9 +221,15 @@ def main(argv=None):
             for seed in seeds:
                 ece_folds = []
                 for f in outer:  # each outer fold's training speakers on their own
-                    refs, probs, t = held_out_scaled([(results[seed, f, model, g][0],
-                                                       maps_of(results[seed, f, model, g][1], floors)[name])
-                                                      for g in range(args.inner)], objective)
+                    main_outputs = [(results[seed, f, model, g][0],
+                                     maps_of(results[seed, f, model, g][1], floors)[name]) for g in range(args.inner)]
+                    if calibration:
+                        refs, probs, t = recipe_scaled(main_outputs, [
+                            [(calibration[key][0], maps_of(calibration[key][1], floors)[name])
+                             for key in sorted(k for k in calibration if k[:4] == (seed, f, model, g))]
+                            for g in range(args.inner)], objective)
+                    else:
+                        refs, probs, t = held_out_scaled(main_outputs, objective)
                     ece_folds.append(calibration_of(refs, probs)[0])
                     pooled[0].append(refs)
                     pooled[1].append(probs)
@@ -179,7 +243,9 @@ def main(argv=None):
         machine_description(),
         f"Seeds {args.seeds}; {len(outer)} outer folds, {args.inner} inner speaker groups each; "
         f"{'trained outputs read from --cache' if cached else f'{(time.time() - start) / 60:.1f} min'}. Held-out training speakers decoded under the clip protocol; "
-        f"temperature from the other inner groups (leave one group out), fitted by the named scoring rule. ECE over 15 bins, in two sizes: per "
+        + (f"temperature as genser-train --calibrate {args.recipe_calibration} fits it: from calibration models "
+           f"trained within each inner group's fit speakers" if calibration else
+           "temperature from the other inner groups (leave one group out)") + f", fitted by the named scoring rule. ECE over 15 bins, in two sizes: per "
         f"outer fold (its training speakers' held-out clips, about the size of a recipe's test table; mean, "
         f"and mean per seed), and pooled over every outer fold and seed; NLL and the AUROC of the largest "
         f"posterior against correctness pooled. Model config: genser.config.DEFAULT_CONFIG, tm.ce_weight "

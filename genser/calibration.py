@@ -105,11 +105,9 @@ TEMPERATURE_BOUND = 20.0
 
 
 # The scoring rules a temperature can be fitted by (both proper: the true posteriors minimise them
-# in expectation). NLL is unbounded: one clip whose true class got a posterior near 0 can set T.
-# The Brier score is bounded (at most 2 per clip), so T follows the bulk of the clips. genser
-# fits each head by the rule it was trained under (docs/METHOD.md §6): the classifier by NLL
-# (cross-entropy), Gen-SER by Brier (squared error to the codes, whose coordinates are the
-# posteriors; bench/results/calibration_maps_emodb_whisper.md).
+# in expectation; the model config's posterior.fit names one). NLL is unbounded: a few clips whose
+# true class got a posterior near 0 can set T; the Brier score is bounded (at most 2 per clip), so
+# T follows the bulk of the clips (docs/METHOD.md §6).
 TEMPERATURE_OBJECTIVES = {"nll": nll, "brier": brier}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from genser.calibration import auroc, fit_temperature, reliability, summarize_calibration, temperature_scale
-from genser.config import resolve_config, temperature_objective
+from genser.config import resolve_config
 from genser.fileio import read_identity
 from genser.report import md_table
 from genser.scoring import ScoreError, parse_setting, primary_setting, read_hyp, setting_name
@@ -46,13 +46,13 @@ def stored_temperature(fold_dir):
 
 
 def temperature_objective_of(system_dir):
-    """The scoring rule a system's temperature is fitted by (genser.config.temperature_objective),
+    """The scoring rule a system's temperature is fitted by (its model config's posterior.fit),
     from its <exp>/<system>/config.yaml; NLL where there is none (an older experiment)."""
     path = Path(system_dir) / "config.yaml"
     if not path.is_file():
         return "nll"
     conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return temperature_objective(resolve_config(conf.get("model_conf") or {}))
+    return resolve_config(conf.get("model_conf") or {})["posterior"]["fit"]
 
 
 def calibrate_system(exp, system, setting):
@@ -198,9 +198,8 @@ def calibration_section(exp, primaries, out_dir, level="##"):
            f"Pooled over the test folds; ECE over {N_BINS} equal-width confidence bins (%), Brier score and NLL "
            "per utterance, AUROC of the largest posterior against correctness. T = the temperature of each "
            "fold's posteriors, fitted on training speakers only: by genser-train (--calibrate inner: a model "
-           "trained on 2/3 of the training speakers decodes the other 1/3, and T minimises a scoring rule of their "
-           "posteriors, posterior.fit, by default the one the head is trained under: Brier for Gen-SER, NLL for "
-           "the classifier; crossfit: "
+           "trained on 2/3 of the training speakers decodes the other 1/3, and T minimises the NLL of their "
+           "posteriors, or the scoring rule posterior.fit names; crossfit: "
            "each third in turn; auto, the default: crossfit where speaker and label depend on each other, else "
            "inner; the model holds T, so decode, genser-infer and the ONNX heads apply it), or, for models "
            "without one, on the "

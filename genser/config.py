@@ -66,10 +66,10 @@ DEFAULT_CONFIG = {
     "sampler": {"method": "tm"},  # tm (exact Gaussian-path step) | euler
     # Gen-SER's posteriors from the terminal sample (genser.taxonomy.Taxonomy.posteriors):
     # barycentric (its coordinates in the codes) | cosine (softmax of cosines / tm.ce_tau).
-    # fit: the scoring rule the temperature is fitted by (genser.calibration.TEMPERATURE_OBJECTIVES);
-    # auto = the rule the head is trained under (temperature_objective); both heads read it.
-    # (bench/results/calibration_maps_emodb_whisper.md)
-    "posterior": {"map": "barycentric", "floor": 0.0001, "fit": "auto"},
+    # fit: the scoring rule the temperature is fitted by, for both heads (nll | brier:
+    # genser.calibration.TEMPERATURE_OBJECTIVES; docs/METHOD.md §6)
+    # (bench/results/calibration_maps_emodb_whisper.md, calibration_recipe_emodb_whisper.md)
+    "posterior": {"map": "barycentric", "floor": 0.003, "fit": "nll"},
 }
 
 
@@ -110,17 +110,6 @@ def _check_number(value, name, lo, hi, ends="[]"):
     if not (above and below):
         raise ValueError(f"{name} must lie in {ends[0]}{lo}, {hi if hi is not None else 'inf'}{ends[1]}, "
                          f"got {value!r}")
-
-
-def temperature_objective(conf):
-    """The scoring rule a model of resolved config ``conf`` has its temperature fitted by
-    (docs/METHOD.md §6). ``auto``: the rule its head is trained under: the classifier's
-    cross-entropy is the NLL; Gen-SER's squared error to the codes, read as barycentric
-    coordinates, is the Brier score (the cosine map has no such reading: NLL)."""
-    fit = conf["posterior"]["fit"]
-    if fit != "auto":
-        return fit
-    return "brier" if conf["model"] == "genser" and conf["posterior"]["map"] == "barycentric" else "nll"
 
 
 def resolve_config(config=None):
@@ -165,8 +154,8 @@ def resolve_config(config=None):
     require(conf["posterior"]["map"] in POSTERIOR_MAPS,
             f"posterior.map must be one of {POSTERIOR_MAPS}, got {conf['posterior']['map']!r}")
     _check_number(conf["posterior"]["floor"], "posterior.floor", 0, 1, "()")
-    require(conf["posterior"]["fit"] == "auto" or conf["posterior"]["fit"] in TEMPERATURE_OBJECTIVES,
-            f"posterior.fit must be auto or one of {sorted(TEMPERATURE_OBJECTIVES)}, got {conf['posterior']['fit']!r}")
+    require(conf["posterior"]["fit"] in TEMPERATURE_OBJECTIVES,
+            f"posterior.fit must be one of {sorted(TEMPERATURE_OBJECTIVES)}, got {conf['posterior']['fit']!r}")
     get_sampler(conf["sampler"]["method"])
     build_schedule(conf["schedule"])  # validates the schedule section
     return conf

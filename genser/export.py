@@ -23,7 +23,6 @@ import yaml
 from genser.options import read_yaml
 from genser.calibration import TEMPERATURE_OBJECTIVES
 from genser.checkpoint import load_model, save_model
-from genser.config import temperature_objective
 from genser.fileio import atomic_write, read_kv, read_list
 from genser.frontend import FrontendError, frontend_spec
 from genser.onnx_head import ExportError
@@ -346,8 +345,8 @@ def export_model(model_path, folder, *, licence, name=None, corpus=None, results
     info = {"name": name or folder.name, "kind": model.kind, "labels": list(model.labels), "licence": licence,
             "corpus": corpus or (recipe.name if recipe else None), "training": training_facts(model_path, extra),
             "features": meta, "norm": norm, "results": str(results) if row else None, "source": str(model_path),
-            "posteriors": {**model.config["posterior"], "fit": temperature_objective(model.config),
-                           "tau": model.config["tm"]["ce_tau"], "temperature": float(model.temperature)},
+            "posteriors": {**model.config["posterior"], "tau": model.config["tm"]["ce_tau"],
+                           "temperature": float(model.temperature)},
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
             "onnx": export_onnx(model, folder, onnx_nsteps) if onnx_nsteps else []}
     atomic_write(folder / "README.md", model_card(info, row) + "\n")

@@ -405,11 +405,10 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     genser.folds.label_balanced_groups) and decodes the
     held-out group clip by clip (the headline protocol); with ``crossfit`` every group is held out
     in turn (``groups`` models), so that every training speaker is decoded once. The temperature
-    minimises the model's scoring rule (genser.config.temperature_objective: NLL for the
-    classifier, Brier for Gen-SER) on the pooled held-out posteriors. The test fold is never read.
+    minimises the scoring rule of the model's ``posterior.fit`` (NLL by default) on the pooled
+    held-out posteriors. The test fold is never read.
     """
     from genser.calibration import brier, fit_temperature, nll, temperature_scale
-    from genser.config import temperature_objective
     from genser.decoding import decode
     from genser.folds import label_balanced_groups
 
@@ -440,7 +439,7 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
         refs += [targets[u] for u in val_utts]
         held_all += sorted(held)
     probs, refs = np.concatenate(probs), np.array(refs)
-    objective = temperature_objective(model.config)
+    objective = model.config["posterior"]["fit"]
     t = fit_temperature(probs, refs, hi=TEMPERATURE_BOUND, objective=objective)
     scaled = temperature_scale(probs, t)
     report = (f"temperature {t:.3f} (fitted by {objective}) from {len(refs)} utterances of {len(held_all)} "

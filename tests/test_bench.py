@@ -84,6 +84,34 @@ def test_tuning_never_reads_the_outer_test_fold(tmp_path):
         assert seen_val == {u for u in data.utts if data.fold[u] != fold}  # every training utt validated once
 
 
+@pytest.mark.parametrize("mode, models", [("inner", 1), ("crossfit", 3)])
+def test_recipe_calibration_bench_calibrates_within_each_inner_model_fit_speakers(tmp_path, mode, models):
+    """bench/calibration_maps.py --recipe_calibration: the calibration models of an inner group's
+    model train and decode within that model's fit speakers only (never its held-out group, never
+    the outer test fold), one third held out (inner) or each third in turn (crossfit)."""
+    import argparse
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
+    import calibration_maps
+
+    from genser.folds import inner_splits
+
+    data = _tiny_data_dir(tmp_path / "data")
+    targets = {u: ["neutral", "sad"].index(data.emo[u]) for u in data.utts}
+    args = argparse.Namespace(inner=3, recipe_calibration=mode)
+    jobs = calibration_maps.calibration_jobs({}, data, targets, 2, [0], ["s0", "s1"], args)
+    for fold in ("s0", "s1"):
+        for g, (fit, _) in enumerate(inner_splits(data, fold, 3, 0)):
+            mine = [j for j in jobs if j["key"][:2] == (0, fold) and j["key"][3] == g]
+            assert len(mine) == 2 * models  # both heads
+            held = set()
+            for job in mine:
+                assert set(job["train_utts"]) | set(job["test_utts"]) == set(fit)  # the fit speakers, all of them
+                assert not {data.spk[u] for u in job["train_utts"]} & {data.spk[u] for u in job["test_utts"]}
+                held |= set(job["test_utts"])
+            assert held == set(fit) if mode == "crossfit" else held < set(fit)
+
+
 def test_tuning_with_speed_perturbation_adds_copies_of_fit_utterances_only(monkeypatch):
     """A speed_perturb candidate trains on its fit utterances and their perturbed copies; the
     validation utterances are scored unperturbed."""

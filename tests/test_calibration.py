@@ -181,9 +181,11 @@ def test_calibrate_report_matches_the_library(tmp_path):
             lines.append(f"{utt}\t{LABELS[ref]}\t{LABELS[int(p.argmax())]}\t{1.0 if ok else 0.5}\t0.1\t{p.max()}\t8")
         (exp / "genser" / f"fold_{fold}" / "decode_nsteps3_eta0.5" / "draws.tsv").write_text("\n".join(lines) + "\n")
 
-    # each system's config says how its temperature is fitted: Gen-SER by Brier, the classifier by NLL
-    for system in ("genser", "classifier"):
-        (exp / system / "config.yaml").write_text(yaml.safe_dump({"model": system, "model_conf": {"model": system}}))
+    # each system's config says how its temperature is fitted (posterior.fit): here Gen-SER by Brier,
+    # the classifier by NLL, the default
+    confs = {"genser": {"model": "genser", "posterior": {"fit": "brier"}}, "classifier": {"model": "classifier"}}
+    for system, conf in confs.items():
+        (exp / system / "config.yaml").write_text(yaml.safe_dump({"model": system, "model_conf": conf}))
     objective = {"genser": "brier", "classifier": "nll"}
     calibrate.main(["--exp_dir", str(exp)])
     text = (exp / "CALIBRATION.md").read_text()

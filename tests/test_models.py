@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genser.checkpoint import ModelError, load_model, save_model
-from genser.config import DEFAULT_CONFIG, resolve_config, temperature_objective
+from genser.config import DEFAULT_CONFIG, resolve_config
 from genser.models import (
     AttentivePooling,
     ClassifierModel,
@@ -397,11 +397,11 @@ def test_posterior_maps_share_the_decision_and_apply_the_temperature():
     feats, lengths, _ = _batch()
     sample = model.generate(feats, lengths)
     out = model.predict(feats, lengths)
-    assert model.config["posterior"] == {"map": "barycentric", "floor": 0.0001, "fit": "auto"}
+    assert model.config["posterior"] == {"map": "barycentric", "floor": 0.003, "fit": "nll"}
     assert torch.equal(out["pred"], model.taxonomy.decide(sample))  # the nearest code
-    assert torch.allclose(out["scores"], model.taxonomy.posteriors(sample, map="barycentric", floor=0.0001), atol=1e-6)
+    assert torch.allclose(out["scores"], model.taxonomy.posteriors(sample, map="barycentric", floor=0.003), atol=1e-6)
     model.temperature = 3.0
-    p = model.taxonomy.posteriors(sample, map="barycentric", floor=0.0001)
+    p = model.taxonomy.posteriors(sample, map="barycentric", floor=0.003)
     assert torch.allclose(model.predict(feats, lengths)["scores"], torch.softmax(torch.log(p) / 3.0, -1), atol=1e-6)
     with pytest.raises(ValueError, match="posterior.map barycentric needs linearly independent codes"):
         build_model({"taxonomy": {"type": "joint"}}, ["a/f", "a/m", "b/f", "b/m"], D, L)
@@ -411,15 +411,8 @@ def test_posterior_maps_share_the_decision_and_apply_the_temperature():
         resolve_config({"posterior": {"map": "dot"}})
     with pytest.raises(ValueError, match="posterior.floor"):
         resolve_config({"posterior": {"floor": 0}})
-    with pytest.raises(ValueError, match="posterior.fit must be auto or one of"):
+    with pytest.raises(ValueError, match="posterior.fit must be one of"):
         resolve_config({"posterior": {"fit": "ece"}})
-
-
-def test_each_head_fits_its_temperature_by_the_rule_it_is_trained_under():
-    assert temperature_objective(resolve_config({})) == "brier"  # Gen-SER, barycentric: squared error
-    assert temperature_objective(resolve_config({"model": "classifier"})) == "nll"  # cross-entropy
-    assert temperature_objective(resolve_config({"posterior": {"map": "cosine"}})) == "nll"
-    assert temperature_objective(resolve_config({"model": "classifier", "posterior": {"fit": "brier"}})) == "brier"
 
 
 def test_the_decided_class_holds_the_largest_posterior():

@@ -292,9 +292,9 @@ def test_every_shipped_training_config_resolves(conf, tmp_path):
     assert params.epochs >= 1
 
 
-def calibration_case():
+def calibration_case(model_conf=None):
     """Keyword arguments of trainer.calibrate_inner: 6 speakers of 4 utterances, 2 classes, a tiny
-    classifier, one epoch."""
+    model (the classifier unless ``model_conf`` says otherwise), one epoch."""
     import numpy as np
 
     from genser import trainer
@@ -302,7 +302,8 @@ def calibration_case():
 
     rng = np.random.default_rng(0)
     utts = [f"s{s}_{i}" for s in range(6) for i in range(4)]
-    return {"build": lambda: build_model({"model": "classifier", "encoder": {"hidden": 8}}, ["a", "b"], 4, 1),
+    conf = {"model": "classifier", "encoder": {"hidden": 8}, **(model_conf or {})}
+    return {"build": lambda: build_model(conf, ["a", "b"], 4, 1),
             "sources": [{u: rng.normal(size=(1, 1, 4)).astype(np.float32) for u in utts}], "train_utts": utts,
             "targets": {u: int(u[-1]) % 2 for u in utts}, "spk": {u: u.split("_")[0] for u in utts},
             "norm_kind": "none", "params": {**trainer.TRAIN_DEFAULTS, "epochs": 1, "seed": 0, "feat_norm": "none"},
@@ -330,9 +331,11 @@ def test_calibration_holds_out_training_speakers_only_and_crossfit_all_of_them()
     assert one == 1.0 and "1 training speaker" in reason
 
 
-def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog):
+@pytest.mark.parametrize("model_conf, rule", [({}, "nll"), ({"model": "genser", "posterior": {"fit": "brier"}}, "brier")])
+def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog, model_conf, rule):
     # Held-out posteriors no better than chance (speaker and label dependent, as on URDU) drive
-    # the NLL's minimum to the bound; the report and the log say so and name the way out.
+    # the score's minimum to the bound; the report and the log say so and name the way out. The
+    # temperature is fitted by the rule posterior.fit names (NLL by default).
     from genser import calibration, trainer
 
     seen = {}
@@ -341,9 +344,9 @@ def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog):
         seen["hi"], seen["objective"] = hi, objective
         return hi
     monkeypatch.setattr(calibration, "fit_temperature", at_bound)
-    t, report = trainer.calibrate_inner(**calibration_case(), where="fold 1")
+    t, report = trainer.calibrate_inner(**calibration_case(model_conf), where="fold 1")
     assert t == seen["hi"] == trainer.TEMPERATURE_BOUND
-    assert seen["objective"] == "nll" and "temperature 20.000 (fitted by nll)" in report  # the classifier's rule
+    assert seen["objective"] == rule and f"temperature 20.000 (fitted by {rule})" in report
     assert "at the search bound 20: the held-out posteriors are no better than chance" in report
     assert "--calibrate crossfit" in report and "fold 1: calibration temperature" in caplog.text
 
