@@ -6,10 +6,10 @@ the keys is docs/METHOD.md; how the defaults were chosen, docs/TRAINING.md.
 """
 import copy
 
+from genser.calibration import TEMPERATURE_OBJECTIVES
 from genser.nn.layers import COMBINE_MODES, ENCODER_TYPES, NORMALIZE_MODES
 from genser.sampler import get_sampler
 from genser.schedules import SCHEDULE_DEFAULTS, build_schedule
-from genser.calibration import TEMPERATURE_OBJECTIVES
 from genser.taxonomy import POSTERIOR_MAPS, TAXONOMY_DEFAULTS
 
 __all__ = ["DEFAULT_CONFIG", "merge", "resolve_config"]
