@@ -40,8 +40,8 @@ from tune import fit_job, load_task, nested_cv_arguments, run_jobs  # noqa: E402
 from genser.calibration import auroc, ece, fit_temperature, nll, temperature_scale  # noqa: E402
 from genser.config import DEFAULT_CONFIG  # noqa: E402
 from genser.features import pad_collate  # noqa: E402
-from genser.folds import inner_splits, label_balanced_groups  # noqa: E402
-from genser.trainer import derive_seed  # noqa: E402
+from genser.folds import inner_splits  # noqa: E402
+from genser.trainer import calibration_groups  # noqa: E402
 from genser.taxonomy import project_simplex  # noqa: E402
 
 
@@ -140,18 +140,15 @@ def cached_run(path, jobs, n):
     return results, False
 
 
-def calibration_jobs(common, data, targets, num_classes, seeds, outer, args):
+def calibration_jobs(common, data, targets, seeds, outer, args):
     """The calibration models of every inner group's model, dealt as genser.trainer.calibrate_inner
-    deals them: label-balanced thirds of the fit speakers; one held out (inner) or each (crossfit)."""
+    deals them (calibration_groups): label-balanced thirds of the fit speakers; one held out
+    (inner) or each (crossfit)."""
     jobs = []
     for seed in seeds:
         for fold in outer:
             for g, (fit, _) in enumerate(inner_splits(data, fold, args.inner, seed)):
-                counts = {}
-                for u in fit:
-                    counts.setdefault(data.spk[u], [0] * num_classes)[targets[u]] += 1
-                dealt = [d for d in label_balanced_groups(counts, min(3, len(counts)),
-                                                          derive_seed(seed, "calibrate")) if d]
+                dealt = calibration_groups(fit, targets, data.spk, seed)
                 for j, held in enumerate(dealt if args.recipe_calibration == "crossfit" else dealt[:1]):
                     held = set(held)
                     jobs += [{**common, "key": (seed, fold, model, g, j), "model": model, "seed": seed,
@@ -210,22 +207,25 @@ def main(argv=None):
     calibration = {}
     if args.recipe_calibration != "none":
         calibration, _ = cached_run(args.calibration_cache,
-                                    calibration_jobs(common, data, targets, len(labels), seeds, outer, args),
+                                    calibration_jobs(common, data, targets, seeds, outer, args),
                                     args.jobs)
     floors = [float(f) for f in args.floors.split()]
+    # {key: (refs, {map name: posteriors at T = 1})}, every model's maps computed once
+    mapped = {key: (refs, maps_of(raw, floors)) for key, (refs, raw) in results.items()}
+    calibration = {key: (refs, maps_of(raw, floors)) for key, (refs, raw) in calibration.items()}
     rows = []
     for model in ("genser", "classifier"):
-        names = maps_of(results[seeds[0], outer[0], model, 0][1], floors)
+        names = mapped[seeds[0], outer[0], model, 0][1]
         for name, objective in ((n, o) for n in names for o in args.objectives.split()):
             per_seed, pooled, temps = [], ([], []), []
             for seed in seeds:
                 ece_folds = []
                 for f in outer:  # each outer fold's training speakers on their own
-                    main_outputs = [(results[seed, f, model, g][0],
-                                     maps_of(results[seed, f, model, g][1], floors)[name]) for g in range(args.inner)]
+                    main_outputs = [(mapped[seed, f, model, g][0], mapped[seed, f, model, g][1][name])
+                                    for g in range(args.inner)]
                     if calibration:
                         refs, probs, t = recipe_scaled(main_outputs, [
-                            [(calibration[key][0], maps_of(calibration[key][1], floors)[name])
+                            [(calibration[key][0], calibration[key][1][name])
                              for key in sorted(k for k in calibration if k[:4] == (seed, f, model, g))]
                             for g in range(args.inner)], objective)
                     else:

@@ -61,6 +61,7 @@ def calibrate_system(exp, system, setting):
     hyp.tsv posteriors are already scaled, so "before" undoes it), else one fitted on the fold's
     hyp_dev.tsv by the system's scoring rule."""
     probs, targets, scaled, temps = [], [], [], {}
+    objective = None
     for fold in exp.folds_of(system, setting):
         hyp = exp.decodes[(system, setting, fold)]
         p, t = _arrays(exp, hyp)
@@ -80,7 +81,8 @@ def calibrate_system(exp, system, setting):
                 raise ScoreError(f"{dev_path} was decoded from model {dev_model}, but {hyp.path.parents[1]} holds "
                                  f"model {trained}: a stale decode; re-run genser-decode --subset dev")
             dp, dt = _arrays(exp, read_hyp(dev_path))
-            temps[fold] = fit_temperature(dp, dt, objective=temperature_objective_of(hyp.path.parents[2]))
+            objective = objective or temperature_objective_of(hyp.path.parents[2])  # the system's, read once
+            temps[fold] = fit_temperature(dp, dt, objective=objective)
             scaled.append(temperature_scale(p, temps[fold]))
     probs, targets = np.concatenate(probs), np.concatenate(targets)
     out = {"before": summarize_calibration(probs, targets, N_BINS), "temps": temps,

@@ -395,6 +395,21 @@ def fit_in_memory(*, model, train_set, params, device, where):
     return model
 
 
+def calibration_groups(train_utts, targets, spk, seed, groups=3):
+    """The speaker groups calibrate_inner holds out: ``groups`` groups (at most one per speaker)
+    of the training speakers, dealt with like label distributions
+    (genser.folds.label_balanced_groups) from a seed derived from ``seed``; empty ones dropped."""
+    from genser.folds import label_balanced_groups
+
+    speakers = sorted({spk[u] for u in train_utts})
+    num_classes = max(targets[u] for u in train_utts) + 1
+    counts = {s: [0] * num_classes for s in speakers}
+    for u in train_utts:
+        counts[spk[u]][targets[u]] += 1
+    dealt = label_balanced_groups(counts, min(groups, len(speakers)), derive_seed(seed, "calibrate"))
+    return [g for g in dealt if g]
+
+
 def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3,
                     crossfit=False):
     """(temperature, report) fitted on held-out training speakers, or (1.0, reason) where there
@@ -410,17 +425,11 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     """
     from genser.calibration import brier, fit_temperature, nll, temperature_scale
     from genser.decoding import decode
-    from genser.folds import label_balanced_groups
 
-    speakers = sorted({spk[u] for u in train_utts})
+    speakers = {spk[u] for u in train_utts}
     if len(speakers) < 2:
         return 1.0, f"not calibrated: {len(speakers)} training speaker(s), none to hold out"
-    num_classes = max(targets[u] for u in train_utts) + 1
-    counts = {s: [0] * num_classes for s in speakers}
-    for u in train_utts:
-        counts[spk[u]][targets[u]] += 1
-    dealt = label_balanced_groups(counts, min(groups, len(speakers)), derive_seed(params["seed"], "calibrate"))
-    dealt = [g for g in dealt if g]
+    dealt = calibration_groups(train_utts, targets, spk, params["seed"], groups)
     probs, refs, held_all = [], [], []
     for g, held in enumerate(dealt if crossfit else dealt[:1]):
         held = set(held)

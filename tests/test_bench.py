@@ -99,7 +99,7 @@ def test_recipe_calibration_bench_calibrates_within_each_inner_model_fit_speaker
     data = _tiny_data_dir(tmp_path / "data")
     targets = {u: ["neutral", "sad"].index(data.emo[u]) for u in data.utts}
     args = argparse.Namespace(inner=3, recipe_calibration=mode)
-    jobs = calibration_maps.calibration_jobs({}, data, targets, 2, [0], ["s0", "s1"], args)
+    jobs = calibration_maps.calibration_jobs({}, data, targets, [0], ["s0", "s1"], args)
     for fold in ("s0", "s1"):
         for g, (fit, _) in enumerate(inner_splits(data, fold, 3, 0)):
             mine = [j for j in jobs if j["key"][:2] == (0, fold) and j["key"][3] == g]
