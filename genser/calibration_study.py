@@ -183,7 +183,7 @@ def calibration_section(exp, primaries, out_dir, level="##"):
             folds = exp.folds_of(system, setting)
             notes.append(f"{system}: no temperature for {len(folds) - len(res['temps'])} of {len(folds)} folds: their "
                          f"models hold none (trained with --calibrate none, or before it existed) and they have no "
-                         f"hyp_dev.tsv; retrain with --calibrate auto (genser-train's default) or decode a dev "
+                         f"hyp_dev.tsv; retrain with --calibrate crossfit (genser-train's default) or decode a dev "
                          f"set (--dev_ratio > 0, genser-decode --subset dev)")
         temps = sorted(res["temps"].values())
         t_text = (f"{np.median(temps):.2f} [{temps[0]:.2f}, {temps[-1]:.2f}]" if after else "—")
@@ -199,13 +199,11 @@ def calibration_section(exp, primaries, out_dir, level="##"):
     out = [f"{level} Calibration", "",
            f"Pooled over the test folds; ECE over {N_BINS} equal-width confidence bins (%), Brier score and NLL "
            "per utterance, AUROC of the largest posterior against correctness. T = the temperature of each "
-           "fold's posteriors, fitted on training speakers only: by genser-train (--calibrate inner: a model "
-           "trained on 2/3 of the training speakers decodes the other 1/3, and T minimises the NLL of their "
-           "posteriors, or the scoring rule posterior.fit names; crossfit: "
-           "each third in turn; auto, the default: crossfit where speaker and label depend on each other, else "
-           "inner; the model holds T, so decode, genser-infer and the ONNX heads apply it), or, for models "
-           "without one, on the "
-           "fold's dev speakers (hyp_dev.tsv). Median [min, max] over folds; the columns before T are the "
+           "fold's posteriors, fitted on training speakers only: by genser-train (--calibrate crossfit, the "
+           "default: models trained on 2/3 of the training speakers decode the other 1/3, each third in turn, "
+           "and T minimises the NLL of their posteriors, or the scoring rule posterior.fit names; inner: one "
+           "third only; the model holds T, so decode, genser-infer and the ONNX heads apply it), or, for "
+           "models without one, on the fold's dev speakers (hyp_dev.tsv). Median [min, max] over folds; the columns before T are the "
            "unscaled posteriors (T = 1), the last three the scaled ones.", "",
            md_table(["system", "setting", "N", "acc", "ECE", "Brier", "NLL", "AUROC", "T", "ECE (T)",
                      "Brier (T)", "NLL (T)"], table, left=2), "", *(f"- {n}" for n in notes), *([""] if notes else []),

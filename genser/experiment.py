@@ -174,17 +174,15 @@ def train_fold(params, fold, fold_dir, rank, world, device):
     def save(path, model, extra):
         """model.pt (rank 0, once the epochs are averaged), with the temperature calibrated first,
         so that the model is written once and holds it."""
-        mode = trainer.calibration_mode(params.calibrate, dependence)
-        if mode != "none":
+        if params.calibrate != "none":
             model.temperature, report = trainer.calibrate_inner(
                 build=lambda: build_model(model_conf, labels=labels, input_dim=meta["dim"],
                                           num_layers=model_layers(meta)),
                 sources=sources, train_utts=split["train"] + split["dev"],
                 targets=dict(zip(split["train"] + split["dev"], targets["train"] + targets["dev"])), spk=spk,
                 norm_kind=norm_kind, params=hp, device=device, where=f"fold {fold}",
-                crossfit=mode == "crossfit")
-            log.info("calibration (%s%s): %s", mode, " by --calibrate auto" if params.calibrate == "auto" else "",
-                     report)
+                crossfit=params.calibrate == "crossfit")
+            log.info("calibration (%s): %s", params.calibrate, report)
             # read by the calibration study of stage 5 (genser.calibration_study.stored_temperature)
             atomic_write(fold_dir / "calibration", f"temperature {model.temperature:.6f}\n{report}\n")
         extra = {**extra, "feats": meta, "task": params.task, "fold": fold, "identity": identity["hash"],

@@ -221,7 +221,7 @@ def test_calibrate_reads_the_temperature_a_model_holds(tmp_path):
         (exp / "classifier" / f"fold_{fold}" / "calibration").unlink()
     calibrate.main(["--exp_dir", str(exp)])
     text = (exp / "CALIBRATION.md").read_text()
-    assert "classifier: no temperature for 2 of 2 folds" in text and "--calibrate auto" in text
+    assert "classifier: no temperature for 2 of 2 folds" in text and "--calibrate crossfit" in text
 
 
 def test_calibrate_refuses_dev_posteriors_of_another_model(tmp_path):

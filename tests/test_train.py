@@ -351,14 +351,16 @@ def test_a_temperature_at_the_search_bound_is_named(monkeypatch, caplog, model_c
     assert "--calibrate crossfit" in report and "fold 1: calibration temperature" in caplog.text
 
 
-def test_calibration_mode_follows_the_speaker_label_dependence():
-    from genser import cmvn, trainer
+def test_calibration_crossfits_by_default_and_refuses_an_unknown_mode(capsys):
+    # the rule "auto" (inner where speaker and label are independent) is gone: crossfit is the
+    # default everywhere (docs/METHOD.md §6), and a mode genser does not know is an error
+    from genser import trainer
+    from genser.bin import train
 
-    bound = cmvn.AUTO_MAX_DEPENDENCE
-    assert trainer.TRAIN_DEFAULTS["calibrate"] == "auto"
-    assert trainer.calibration_mode("auto", bound) == "inner"  # as feat_norm auto: <= the bound is independent
-    assert trainer.calibration_mode("auto", bound + 1e-9) == "crossfit"
-    for mode in ("inner", "crossfit", "none"):
-        assert trainer.calibration_mode(mode, 0.99) == mode
-    with pytest.raises(ValueError, match="calibrate must be one of"):
-        trainer.calibration_mode("outer", 0.0)
+    assert trainer.TRAIN_DEFAULTS["calibrate"] == "crossfit"
+    parser = train.get_parser()
+    assert parser.get_default("calibrate") == "crossfit"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--feat_dir", "f", "--data_dir", "d", "--labels", "l", "--exp_dir", "e",
+                           "--calibrate", "auto"])
+    assert "invalid choice: 'auto'" in capsys.readouterr().err

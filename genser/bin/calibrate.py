@@ -6,8 +6,8 @@ For each system at its main-table setting (as genser.bin.score picks it), pooled
 folds: accuracy, expected calibration error (ECE, 15 bins), Brier score, NLL and the AUROC of
 the largest posterior against correctness; a reliability diagram (reliability_<system>.png).
 
-The temperature of each fold is the one its model holds: genser-train (--calibrate auto, the
-default) fits it on held-out training speakers and decode applies it, so the table gives the
+The temperature of each fold is the one its model holds: genser-train (--calibrate crossfit,
+the default) fits it on held-out training speakers and decode applies it, so the table gives the
 figures before (T = 1) and after. For models without one, it is fitted on the fold's
 hyp_dev.tsv (genser-decode --subset dev: training speakers its model did not train on, never
 the test speaker). Where neither exists the report says so and how to get one.

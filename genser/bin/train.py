@@ -79,10 +79,9 @@ def get_parser():
                    help="unit sizes for the training speakers' moments, drawn per example and epoch: e.g. "
                         "'all' (all the speaker's clips), '1 all' (also the clip alone, as a test clip is)")
     p.add_argument("--calibrate", default=d["calibrate"], choices=trainer.CALIBRATE,
-                   help="inner: fit the posteriors' temperature on held-out training speakers after training "
-                        "(one extra training on the others); crossfit: every third held out in turn (three); "
-                        "none: temperature 1; auto: crossfit where speaker and label depend on each other in "
-                        "the training utterances (as --feat_norm auto judges), else inner")
+                   help="crossfit: fit the posteriors' temperature on held-out training speakers after training, "
+                        "every third of them held out in turn (three extra trainings on the others); inner: one "
+                        "third only (one extra training); none: temperature 1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=0, help="torch threads per process (0: torch default)")
