@@ -34,6 +34,20 @@ def test_config_unknown_key_is_an_error(tmp_path, capsys):
     assert "unknown option 'epoch'" in capsys.readouterr().err
 
 
+def test_config_value_outside_the_choices_is_an_error(tmp_path, capsys):
+    # argparse checks choices on the command line only: a config file's value must be checked
+    # too (an old train config with calibrate: auto must not run as something else)
+    p = parser()
+    p.add_argument("--calibrate", default="crossfit", choices=("crossfit", "inner", "none"))
+    conf = tmp_path / "c.yaml"
+    conf.write_text("data_dir: d\ncalibrate: inner\n")
+    assert load_config(p, ["--config", str(conf)]).calibrate == "inner"
+    conf.write_text("data_dir: d\ncalibrate: auto\n")
+    with pytest.raises(SystemExit):
+        load_config(p, ["--config", str(conf)])
+    assert f"{conf}: calibrate: invalid choice 'auto' (choose from crossfit, inner, none)" in capsys.readouterr().err
+
+
 def test_str2bool():
     assert str2bool("true") is True and str2bool("False") is False
     with pytest.raises(argparse.ArgumentTypeError):

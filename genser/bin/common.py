@@ -37,6 +37,10 @@ def load_config(parser, argv=None):
             action = actions[dest]
             if action.type is not None and isinstance(value, str):
                 value = action.type(value)
+            # argparse checks choices on the command line only, never on defaults
+            if action.choices is not None and value not in action.choices:
+                parser.error(f"{known.config}: {key}: invalid choice {value!r} (choose from "
+                             f"{', '.join(map(str, action.choices))})")
             defaults[dest] = value
             action.required = False  # satisfied by the config file
         parser.set_defaults(**defaults)
