@@ -95,9 +95,11 @@ def run_experiment(*, args, data, dump, exp, task, seed, systems, model_conf):
         fold_dir = exp / system / f"fold_{fold}"
         common = ["--feat_dir", str(dump), "--data_dir", str(data), "--task", task, "--seed", str(seed)]
         if not (fold_dir / "train.done").exists():
+            # UA does not depend on the posteriors' temperature, so no calibration models
+            # (genser-train's default cross-fits: three more trainings per fold and system)
             quiet("genser.bin.train", ["--config", args.config, "--model", system, "--labels", str(exp / "labels.txt"),
                                "--fold", fold, "--exp_dir", str(exp / system), "--model_conf",
-                               yaml.safe_dump(model_conf), *common], exp / "bench.log")
+                               yaml.safe_dump(model_conf), "--calibrate", "none", *common], exp / "bench.log")
         if not any(fold_dir.glob("decode_*/hyp.tsv")):
             quiet("genser.bin.decode", ["--model_dir", str(fold_dir), "--nsteps", NSTEPS, "--eta", ETAS, *common],
                   exp / "bench.log")

@@ -309,7 +309,9 @@ def bench_training(args, data, dump, work):
             stale.unlink()
         cmd = [sys.executable, "-c", TRAIN_CHILD, "--config", str(RECIPE_CONF), "--model", kind,
                "--feat_dir", str(dump), "--data_dir", str(data), "--labels", str(labels), "--fold", "03",
-               "--exp_dir", str(exp), "--epochs", str(args.train_epochs), "--num_threads", "1"]
+               "--exp_dir", str(exp), "--epochs", str(args.train_epochs), "--num_threads", "1",
+               # the fold model's epochs alone: calibration models would log theirs into train.log too
+               "--calibrate", "none"]
         result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         if result.returncode:
             raise RuntimeError(f"training benchmark failed: {' '.join(cmd)} (see {exp}/fold_03/train.log)")
