@@ -212,7 +212,11 @@ def main(argv=None):
     floors = [float(f) for f in args.floors.split()]
     # {key: (refs, {map name: posteriors at T = 1})}, every model's maps computed once
     mapped = {key: (refs, maps_of(raw, floors)) for key, (refs, raw) in results.items()}
-    calibration = {key: (refs, maps_of(raw, floors)) for key, (refs, raw) in calibration.items()}
+    # {(seed, fold, model, inner group): [(refs, maps)] of its calibration models, in key order}
+    calibrated_by = {}
+    for key in sorted(calibration):
+        refs, raw = calibration[key]
+        calibrated_by.setdefault(key[:4], []).append((refs, maps_of(raw, floors)))
     rows = []
     for model in ("genser", "classifier"):
         names = mapped[seeds[0], outer[0], model, 0][1]
@@ -223,10 +227,9 @@ def main(argv=None):
                 for f in outer:  # each outer fold's training speakers on their own
                     main_outputs = [(mapped[seed, f, model, g][0], mapped[seed, f, model, g][1][name])
                                     for g in range(args.inner)]
-                    if calibration:
+                    if calibrated_by:
                         refs, probs, t = recipe_scaled(main_outputs, [
-                            [(calibration[key][0], calibration[key][1][name])
-                             for key in sorted(k for k in calibration if k[:4] == (seed, f, model, g))]
+                            [(r, maps[name]) for r, maps in calibrated_by[seed, f, model, g]]
                             for g in range(args.inner)], objective)
                     else:
                         refs, probs, t = held_out_scaled(main_outputs, objective)
@@ -244,7 +247,7 @@ def main(argv=None):
         f"Seeds {args.seeds}; {len(outer)} outer folds, {args.inner} inner speaker groups each; "
         f"{'trained outputs read from --cache' if cached else f'{(time.time() - start) / 60:.1f} min'}. Held-out training speakers decoded under the clip protocol; "
         + (f"temperature as genser-train --calibrate {args.recipe_calibration} fits it: from calibration models "
-           f"trained within each inner group's fit speakers" if calibration else
+           f"trained within each inner group's fit speakers" if calibrated_by else
            "temperature from the other inner groups (leave one group out)") + f", fitted by the named scoring rule. ECE over 15 bins, in two sizes: per "
         f"outer fold (its training speakers' held-out clips, about the size of a recipe's test table; mean, "
         f"and mean per seed), and pooled over every outer fold and seed; NLL and the AUROC of the largest "
