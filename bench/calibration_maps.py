@@ -13,8 +13,9 @@ outer test fold, nor the data its own temperature was fitted on.
 
 ``--recipe_calibration inner|crossfit`` scores the temperature as genser-train fits it instead
 (genser.trainer.calibrate_inner): for each inner group's model, calibration models are trained
-within its own fit speakers (label-balanced thirds; one held out, or each in turn), T is fitted on
-their held-out outputs and applied to that model's outputs on the held-out inner group. This
+within its own fit speakers (``--calibration_groups`` label-balanced groups, 3 as genser-train's
+default; one held out, or each in turn), T is fitted on their held-out outputs and applied to
+that model's outputs on the held-out inner group. This
 keeps what leave-one-group-out hides: the calibration models see fewer speakers than the model
 they calibrate, so their T can be too high for it.
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine_description, write_results  # noqa: E402
 from tune import fit_job, load_task, nested_cv_arguments, run_jobs  # noqa: E402
 
-from genser.calibration import auroc, ece, fit_temperature, nll, temperature_scale  # noqa: E402
+from genser.calibration import auroc, ece, ece_floor, fit_temperature, nll, temperature_scale  # noqa: E402
 from genser.config import DEFAULT_CONFIG  # noqa: E402
 from genser.features import pad_collate  # noqa: E402
 from genser.folds import inner_splits  # noqa: E402
@@ -56,6 +57,8 @@ def get_parser():
                                               "training when it exists (same arguments)")
     p.add_argument("--recipe_calibration", default="none", choices=("none", "inner", "crossfit"),
                    help="none: leave one inner group out; inner, crossfit: T as genser-train --calibrate fits it")
+    p.add_argument("--calibration_groups", type=int, default=3,
+                   help="speaker groups the calibration models hold out (genser-train --calibrate_groups)")
     p.add_argument("--calibration_cache", default="", help="npz of the calibration models' outputs (as --cache)")
     p.add_argument("--out", required=True)
     return p
@@ -142,13 +145,13 @@ def cached_run(path, jobs, n):
 
 def calibration_jobs(common, data, targets, seeds, outer, args):
     """The calibration models of every inner group's model, dealt as genser.trainer.calibrate_inner
-    deals them (calibration_groups): label-balanced thirds of the fit speakers; one held out
+    deals them (calibration_groups): label-balanced groups of the fit speakers; one held out
     (inner) or each (crossfit)."""
     jobs = []
     for seed in seeds:
         for fold in outer:
             for g, (fit, _) in enumerate(inner_splits(data, fold, args.inner, seed)):
-                dealt = calibration_groups(fit, targets, data.spk, seed)
+                dealt = calibration_groups(fit, targets, data.spk, seed, args.calibration_groups)
                 for j, held in enumerate(dealt if args.recipe_calibration == "crossfit" else dealt[:1]):
                     held = set(held)
                     jobs += [{**common, "key": (seed, fold, model, g, j), "model": model, "seed": seed,
@@ -221,7 +224,7 @@ def main(argv=None):
     for model in ("genser", "classifier"):
         names = mapped[seeds[0], outer[0], model, 0][1]
         for name, objective in ((n, o) for n in names for o in args.objectives.split()):
-            per_seed, pooled, temps = [], ([], []), []
+            per_seed, pooled, temps, ece_floors = [], ([], []), [], []
             for seed in seeds:
                 ece_folds = []
                 for f in outer:  # each outer fold's training speakers on their own
@@ -234,13 +237,15 @@ def main(argv=None):
                     else:
                         refs, probs, t = held_out_scaled(main_outputs, objective)
                     ece_folds.append(calibration_of(refs, probs)[0])
+                    ece_floors.append(100 * ece_floor(probs.max(1)))
                     pooled[0].append(refs)
                     pooled[1].append(probs)
                     temps += t
                 per_seed.append(np.mean(ece_folds))
             ece_all, nll_all, auroc_all = calibration_of(np.concatenate(pooled[0]), np.concatenate(pooled[1]))
             cells = " / ".join(f"{e:.1f}" for e in per_seed)
-            rows.append(f"| {model} | {name} | {objective} | {np.mean(per_seed):.2f} ({cells}) | {ece_all:.2f} | "
+            rows.append(f"| {model} | {name} | {objective} | {np.mean(per_seed):.2f} ({cells}) | "
+                        f"{np.mean(ece_floors):.2f} | {ece_all:.2f} | "
                         f"{nll_all:.3f} | {auroc_all:.3f} | {np.median(temps):.2f} |")
     body = "\n".join([
         machine_description(),
@@ -250,11 +255,13 @@ def main(argv=None):
            f"trained within each inner group's fit speakers" if calibrated_by else
            "temperature from the other inner groups (leave one group out)") + f", fitted by the named scoring rule. ECE over 15 bins, in two sizes: per "
         f"outer fold (its training speakers' held-out clips, about the size of a recipe's test table; mean, "
-        f"and mean per seed), and pooled over every outer fold and seed; NLL and the AUROC of the largest "
+        f"and mean per seed; its floor: the mean ECE those folds' confidences would score if perfectly "
+        f"calibrated, genser.calibration.ece_floor), and pooled over every outer fold and seed; NLL and the AUROC of the largest "
         f"posterior against correctness pooled. Model config: genser.config.DEFAULT_CONFIG, tm.ce_weight "
         f"{DEFAULT_CONFIG['tm']['ce_weight']}.", "",
-        "| model | map | T fitted by | ECE % per outer fold (per seed) | ECE % pooled | NLL | AUROC (max p) | median T |",
-        "|---|---|---|---|---|---|---|---|", *rows])
+        "| model | map | T fitted by | ECE % per outer fold (per seed) | its floor | ECE % pooled | NLL | AUROC (max p) "
+        "| median T |",
+        "|---|---|---|---|---|---|---|---|---|", *rows])
     write_results(Path(args.out), title=f"Posterior maps under held-out temperature: {args.task}, {args.feat_dir}",
                   body=body, argv=sys.argv if argv is None else ["bench/calibration_maps.py", *argv])
 

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-__all__ = ["reliability", "ece", "brier", "nll", "temperature_scale", "fit_temperature", "auroc",
+__all__ = ["reliability", "ece", "ece_floor", "brier", "nll", "temperature_scale", "fit_temperature", "auroc",
            "summarize_calibration", "draw_agreement", "draw_spread", "TEMPERATURE_BOUND",
            "TEMPERATURE_OBJECTIVES"]
 
@@ -68,6 +68,34 @@ def ece(conf, correct, n_bins=15):
     if total == 0:
         raise ValueError("ece of an empty set")
     return float(sum(b["count"] / total * abs(b["acc"] - b["conf"]) for b in bins if b["count"]))
+
+
+def ece_floor(conf, n_bins=15):
+    """The ECE that ``conf`` would score if it were perfectly calibrated: the expectation of
+    ``ece(conf, correct)`` when each clip is right with probability equal to its confidence.
+
+    ECE is a finite-sample estimate, biased upward: even calibrated confidences score above 0,
+    the more so the fewer clips a bin holds. This is its floor for the clips at hand, exact, not
+    simulated. In a bin of n clips, the number right is a sum of independent Bernoulli(conf_i),
+    a Poisson-binomial variable S whose distribution a convolution over the clips gives
+    (O(n^2)); the bin adds (n / N) E|S / n - mean conf|. An ECE near its floor cannot be told
+    from calibration on this many clips (docs/METHOD.md §6).
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    bins = reliability(conf, np.zeros(conf.shape, dtype=bool), n_bins)  # validates; the bins' sizes
+    if not conf.size:
+        raise ValueError("ece_floor of an empty set")
+    index = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, int(n_bins) - 1)
+    total = 0.0
+    for b, info in enumerate(bins):
+        c = conf[index == b]
+        if not c.size:
+            continue
+        pmf = np.ones(1)
+        for ci in c:  # add one clip: right with probability ci
+            pmf = np.concatenate([pmf * (1.0 - ci), [0.0]]) + np.concatenate([[0.0], pmf * ci])
+        total += info["count"] * float(pmf @ np.abs(np.arange(c.size + 1) / c.size - c.mean()))
+    return total / conf.size
 
 
 def brier(probs, targets):
@@ -181,11 +209,13 @@ def auroc(scores, positive):
 
 
 def summarize_calibration(probs, targets, n_bins=15):
-    """{"n", "acc", "ece", "brier", "nll", "auroc"} of posteriors, confidence = the max posterior."""
+    """{"n", "acc", "ece", "ece_floor", "brier", "nll", "auroc"} of posteriors, confidence = the max
+    posterior."""
     probs, targets = _check_probs(probs, targets)
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == targets
     return {"n": int(len(targets)), "acc": float(correct.mean()), "ece": ece(conf, correct, n_bins),
+            "ece_floor": ece_floor(conf, n_bins),
             "brier": brier(probs, targets), "nll": nll(probs, targets), "auroc": auroc(conf, correct)}
 
 

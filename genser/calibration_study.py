@@ -189,7 +189,8 @@ def calibration_section(exp, primaries, out_dir, level="##"):
         t_text = (f"{np.median(temps):.2f} [{temps[0]:.2f}, {temps[-1]:.2f}]" if after else "—")
         table.append([system, f"`{setting}`", str(before["n"]), _f(before["acc"]), _f(before["ece"]),
                       _f(before["brier"], 1, 3), _f(before["nll"], 1, 3), _f(before["auroc"], 1, 3), t_text,
-                      _f(after and after["ece"]), _f(after and after["brier"], 1, 3), _f(after and after["nll"], 1, 3)])
+                      _f(after and after["ece"]), _f(after and after["ece_floor"]), _f(after and after["brier"], 1, 3),
+                      _f(after and after["nll"], 1, 3)])
         panels.append((f"{system} {setting}", res["bins"]["before"], before["ece"]))
         if after:
             panels.append((f"{system} {setting}, T={np.median(temps):.2f}", res["bins"]["after"], after["ece"]))
@@ -200,13 +201,17 @@ def calibration_section(exp, primaries, out_dir, level="##"):
            f"Pooled over the test folds; ECE over {N_BINS} equal-width confidence bins (%), Brier score and NLL "
            "per utterance, AUROC of the largest posterior against correctness. T = the temperature of each "
            "fold's posteriors, fitted on training speakers only: by genser-train (--calibrate crossfit, the "
-           "default: models trained on 2/3 of the training speakers decode the other 1/3, each third in turn, "
-           "and T minimises the NLL of their posteriors, or the scoring rule posterior.fit names; inner: one "
-           "third only; the model holds T, so decode, genser-infer and the ONNX heads apply it), or, for "
-           "models without one, on the fold's dev speakers (hyp_dev.tsv). Median [min, max] over folds; the columns before T are the "
-           "unscaled posteriors (T = 1), the last three the scaled ones.", "",
+           "default: the training speakers are dealt into --calibrate_groups groups, 3 by default, a model "
+           "trained without one group decodes it, each group in turn, and T minimises the NLL of their "
+           "posteriors, or the scoring rule posterior.fit names; inner: one group only; the model holds T, so "
+           "decode, genser-infer and the ONNX heads apply it), or, for models without one, on the fold's dev "
+           "speakers (hyp_dev.tsv). Median [min, max] over folds; the columns before T are the unscaled "
+           "posteriors (T = 1), the last four the scaled ones. ECE floor: the ECE that the scaled confidences "
+           "would score if they were perfectly calibrated, on this many clips (its expectation when each clip "
+           "is right with probability equal to its confidence); an ECE near it cannot be told from "
+           "calibration here.", "",
            md_table(["system", "setting", "N", "acc", "ECE", "Brier", "NLL", "AUROC", "T", "ECE (T)",
-                     "Brier (T)", "NLL (T)"], table, left=2), "", *(f"- {n}" for n in notes), *([""] if notes else []),
+                     "ECE floor", "Brier (T)", "NLL (T)"], table, left=2), "", *(f"- {n}" for n in notes), *([""] if notes else []),
            f"![reliability diagrams]({png})", ""]
     for note in notes:
         log.warning("%s", note)

@@ -59,6 +59,8 @@ def identity_parts(params, fold, labels, model_config, reader, perturbed=()):
     parts.update(fold=fold, labels=list(labels), model_config=repr(model_config),
                  data=file_digest([data / f for f in ("utt2spk", f"utt2{attr}", "utt2fold")]),
                  features=dump_digest(reader))
+    if parts.get("calibrate_groups") == 3:  # its value before the option existed: those runs keep their identity
+        del parts["calibrate_groups"]
     if perturbed:  # left out otherwise, so that runs without it keep their identity
         parts["speed_perturbed"] = [(r.meta.get("speed", 1.0), dump_digest(r)) for r in perturbed]
     return parts

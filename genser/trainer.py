@@ -59,11 +59,16 @@ TRAIN_DEFAULTS = {
     "cmvn_relevance": 2.0,
     "norm_k": "1 2 4 8 all",
     # crossfit: after training, fit the posteriors' temperature on held-out training speakers,
-    # every third of them held out in turn (calibrate_inner; three extra trainings on 2/3 of
-    # them); inner: one third only (one extra training; cheaper, and T rests on a third of the
-    # clips); none: temperature 1. crossfit is the default: on EmoDB's training speakers it gave
-    # both heads a better T than inner (docs/METHOD.md §6).
+    # each of calibrate_groups speaker groups held out in turn (calibrate_inner; one extra
+    # training per group, on the other groups); inner: one group only (one extra training;
+    # cheaper, and T rests on one group's clips); none: temperature 1. crossfit is the default: on
+    # EmoDB's training speakers it gave both heads a better T than inner (docs/METHOD.md §6).
     "calibrate": "crossfit",
+    # At most one group per speaker. Each calibration model sees (groups - 1) / groups of the
+    # fold's training speakers, is less accurate than the fold's model, and fits it a T that is
+    # too high; 5 groups narrowed that gap only partly on EmoDB at 5/3 the cost (docs/METHOD.md
+    # §6 "Where T is fitted").
+    "calibrate_groups": 3,
 }
 CLASS_BALANCE = ("none", "sampler")
 CALIBRATE = ("crossfit", "inner", "none")
@@ -383,12 +388,14 @@ def fit_in_memory(*, model, train_set, params, device, where):
     return model
 
 
-def calibration_groups(train_utts, targets, spk, seed, groups=3):
+def calibration_groups(train_utts, targets, spk, seed, groups):
     """The speaker groups calibrate_inner holds out: ``groups`` groups (at most one per speaker)
     of the training speakers, dealt with like label distributions
     (genser.folds.label_balanced_groups) from a seed derived from ``seed``; empty ones dropped."""
     from genser.folds import label_balanced_groups
 
+    if int(groups) != groups or groups < 2:
+        raise ValueError(f"calibration needs at least 2 speaker groups, got {groups}")
     speakers = sorted({spk[u] for u in train_utts})
     num_classes = max(targets[u] for u in train_utts) + 1
     counts = {s: [0] * num_classes for s in speakers}
@@ -398,16 +405,15 @@ def calibration_groups(train_utts, targets, spk, seed, groups=3):
     return [g for g in dealt if g]
 
 
-def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, groups=3,
-                    crossfit=False):
+def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, params, device, where, crossfit=False):
     """(temperature, report) fitted on held-out training speakers, or (1.0, reason) where there
     are fewer than 2 training speakers.
 
     A model of the same configuration (``build()`` makes it) is trained on the training speakers
-    outside one inner group (1/``groups`` of them, with like label distributions:
-    genser.folds.label_balanced_groups) and decodes the
-    held-out group clip by clip (the headline protocol); with ``crossfit`` every group is held out
-    in turn (``groups`` models), so that every training speaker is decoded once. The temperature
+    outside one of ``params["calibrate_groups"]`` inner groups (with like label distributions:
+    genser.folds.label_balanced_groups) and decodes the held-out group clip by clip (the headline
+    protocol); with ``crossfit`` every group is held out in turn (one model per group), so that
+    every training speaker is decoded once. The temperature
     minimises the scoring rule of the model's ``posterior.fit`` (NLL by default) on the pooled
     held-out posteriors. The test fold is never read.
     """
@@ -417,9 +423,10 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     speakers = {spk[u] for u in train_utts}
     if len(speakers) < 2:
         return 1.0, f"not calibrated: {len(speakers)} training speaker(s), none to hold out"
-    dealt = calibration_groups(train_utts, targets, spk, params["seed"], groups)
+    dealt = calibration_groups(train_utts, targets, spk, params["seed"], params["calibrate_groups"])
     probs, refs, held_all = [], [], []
-    for g, held in enumerate(dealt if crossfit else dealt[:1]):
+    used = dealt if crossfit else dealt[:1]
+    for g, held in enumerate(used):
         held = set(held)
         fit_utts = [u for u in train_utts if spk[u] not in held]
         val_utts = [u for u in train_utts if spk[u] in held]
@@ -440,7 +447,7 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     t = fit_temperature(probs, refs, hi=TEMPERATURE_BOUND, objective=objective)
     scaled = temperature_scale(probs, t)
     report = (f"temperature {t:.3f} (fitted by {objective}) from {len(refs)} utterances of {len(held_all)} "
-              f"held-out training speaker(s) ({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> "
+              f"held-out training speaker(s) in {len(used)} group(s) of {len(dealt)} ({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> "
               f"{nll(scaled, refs):.3f}, Brier {brier(probs, refs):.3f} -> {brier(scaled, refs):.3f}")
     if t >= 0.999 * TEMPERATURE_BOUND:
         # the score still falls at the bound: uniform posteriors beat the model's on these speakers

@@ -84,11 +84,11 @@ def test_tuning_never_reads_the_outer_test_fold(tmp_path):
         assert seen_val == {u for u in data.utts if data.fold[u] != fold}  # every training utt validated once
 
 
-@pytest.mark.parametrize("mode, models", [("inner", 1), ("crossfit", 3)])
-def test_recipe_calibration_bench_calibrates_within_each_inner_model_fit_speakers(tmp_path, mode, models):
+@pytest.mark.parametrize("mode, groups, models", [("inner", 3, 1), ("crossfit", 3, 3), ("crossfit", 2, 2)])
+def test_recipe_calibration_bench_calibrates_within_each_inner_model_fit_speakers(tmp_path, mode, groups, models):
     """bench/calibration_maps.py --recipe_calibration: the calibration models of an inner group's
     model train and decode within that model's fit speakers only (never its held-out group, never
-    the outer test fold), one third held out (inner) or each third in turn (crossfit)."""
+    the outer test fold), one of --calibration_groups held out (inner) or each in turn (crossfit)."""
     import argparse
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
@@ -98,7 +98,7 @@ def test_recipe_calibration_bench_calibrates_within_each_inner_model_fit_speaker
 
     data = _tiny_data_dir(tmp_path / "data")
     targets = {u: ["neutral", "sad"].index(data.emo[u]) for u in data.utts}
-    args = argparse.Namespace(inner=3, recipe_calibration=mode)
+    args = argparse.Namespace(inner=3, recipe_calibration=mode, calibration_groups=groups)
     jobs = calibration_maps.calibration_jobs({}, data, targets, [0], ["s0", "s1"], args)
     for fold in ("s0", "s1"):
         for g, (fit, _) in enumerate(inner_splits(data, fold, 3, 0)):

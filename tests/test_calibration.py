@@ -5,8 +5,8 @@ import numpy as np
 import yaml
 import pytest
 
-from genser.calibration import (auroc, brier, draw_agreement, draw_spread, ece, fit_temperature, nll, reliability,
-                                summarize_calibration, temperature_scale)
+from genser.calibration import (auroc, brier, draw_agreement, draw_spread, ece, ece_floor, fit_temperature, nll,
+                                reliability, summarize_calibration, temperature_scale)
 
 
 def test_reliability_bins_and_edges():
@@ -27,6 +27,27 @@ def test_ece_by_hand():
     assert ece(np.array([0.75, 0.75, 0.75, 0.75]), np.array([1, 1, 1, 0], dtype=bool)) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="lie in"):
         ece(np.array([1.5]), np.array([True]))
+
+
+def test_ece_floor_is_the_expected_ece_of_calibrated_confidences():
+    import itertools
+
+    # two clips at 0.5 in one bin: 0 or 2 right (probability 1/4 each) is 0.5 off, 1 right is exact
+    assert ece_floor(np.array([0.5, 0.5])) == pytest.approx(0.25, abs=1e-15)
+    # certain clips are never off; a clip alone at 0.8 is off by 0.2 (right) or 0.8 (wrong)
+    assert ece_floor(np.array([1.0, 1.0, 1.0])) == 0.0
+    assert ece_floor(np.array([0.8])) == pytest.approx(0.8 * 0.2 + 0.2 * 0.8, abs=1e-15)
+    # against every one of the 2^8 outcomes, weighted by its probability, over three bins
+    conf = np.array([0.95, 0.97, 0.99, 0.55, 0.6, 0.62, 0.2, 1.0])
+    expected = 0.0
+    for outcome in itertools.product([False, True], repeat=conf.size):
+        correct = np.array(outcome)
+        expected += np.prod(np.where(correct, conf, 1 - conf)) * ece(conf, correct, n_bins=5)
+    assert ece_floor(conf, n_bins=5) == pytest.approx(expected, abs=1e-12)
+    # fewer clips, a higher floor: the same confidences repeated 4 times
+    assert ece_floor(np.tile(conf, 4), n_bins=5) < ece_floor(conf, n_bins=5)
+    with pytest.raises(ValueError, match="empty"):
+        ece_floor(np.array([]))
 
 
 def test_brier_and_nll_by_hand():
@@ -106,6 +127,7 @@ def test_summarize_calibration():
     assert out["n"] == 4 and out["acc"] == 0.75
     assert out["auroc"] == pytest.approx(1.0)  # the one error (0.6) has the lowest confidence
     assert out["brier"] == pytest.approx((0.08 + 0.72 + 0.18 + 0.02) / 4)
+    assert out["ece_floor"] == pytest.approx(ece_floor(probs.max(1), n_bins=10))
 
 
 def test_draw_agreement_and_spread_by_hand():
@@ -188,7 +210,9 @@ def test_calibrate_report_matches_the_library(tmp_path):
         assert cells[2:9] == ["120", f"{100 * before['acc']:.1f}", f"{100 * before['ece']:.1f}",
                               f"{before['brier']:.3f}", f"{before['nll']:.3f}", f"{before['auroc']:.3f}",
                               f"{np.median(temps):.2f} [{min(temps):.2f}, {max(temps):.2f}]"]
-        assert cells[9:] == [f"{100 * after['ece']:.1f}", f"{after['brier']:.3f}", f"{after['nll']:.3f}"]
+        assert cells[9:] == [f"{100 * after['ece']:.1f}", f"{100 * after['ece_floor']:.1f}", f"{after['brier']:.3f}",
+                             f"{after['nll']:.3f}"]
+        assert after["ece_floor"] == pytest.approx(ece_floor(scaled.max(1)))
         assert after["nll"] < before["nll"]
     agreement = next(line for line in text.splitlines() if "| agreement |" in line)
     assert "| 1.000 |" in agreement
@@ -266,3 +290,41 @@ def test_decode_dev_subset_and_draws(tmp_path):
     assert not (fold / "decode_nsteps3_eta0.0" / "draws.tsv").exists()  # eta 0: nothing to draw
     decode.main(common)
     assert not (out / "draws.tsv").exists()
+
+
+def test_temperature_sensitivity_bench_scales_every_fold_by_one_factor(tmp_path):
+    # bench/temperature_sensitivity.py: at factor f each fold's posteriors are those at T f
+    # (pooled over folds, mean over seeds); ECE's floor at f = 1; a fold whose model holds no T
+    # is refused, naming it
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import temperature_sensitivity
+
+    rng = np.random.default_rng(1)
+    exp, pooled = tmp_path / "exp", {}
+    for seed in ("0", "1"):
+        for fold in ("1", "2"):
+            refs = rng.integers(0, 4, 50)
+            probs = _sharp(rng, refs)
+            fold_dir = exp / f"seed{seed}" / "classifier" / f"fold_{fold}"
+            _write_hyp(fold_dir / "decode_argmax" / "hyp.tsv", [f"u{seed}{fold}{i}" for i in range(50)], refs, probs)
+            (fold_dir / "calibration").write_text("temperature 1.300000\nfitted\n")
+            pooled.setdefault(seed, []).append((refs, probs))
+    out = tmp_path / "out.md"
+    temperature_sensitivity.main(["--exp_dir", str(exp), "--factors", "0.5 1", "--out", str(out)])
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| classifier | ECE % |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][2:]
+    for cell, f in zip(cells, (0.5, 1.0)):
+        per_seed = []
+        for seed in ("0", "1"):
+            refs = np.concatenate([r for r, _ in pooled[seed]])
+            p = temperature_scale(np.concatenate([q for _, q in pooled[seed]]), f)
+            per_seed.append(100 * ece(p.max(1), p.argmax(1) == refs))
+        assert cell == f"{np.mean(per_seed):.1f} ({' / '.join(f'{e:.1f}' for e in per_seed)})"
+    floors = [100 * ece_floor(np.concatenate([q for _, q in pooled[s]]).max(1)) for s in ("0", "1")]
+    assert cells[2].startswith(f"{np.mean(floors):.1f} (")
+    (exp / "seed1" / "classifier" / "fold_2" / "calibration").unlink()
+    with pytest.raises(SystemExit, match="fold_2: its model holds no temperature"):
+        temperature_sensitivity.main(["--exp_dir", str(exp), "--out", str(out)])

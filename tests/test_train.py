@@ -364,3 +364,36 @@ def test_calibration_crossfits_by_default_and_refuses_an_unknown_mode(capsys):
         parser.parse_args(["--feat_dir", "f", "--data_dir", "d", "--labels", "l", "--exp_dir", "e",
                            "--calibrate", "auto"])
     assert "invalid choice: 'auto'" in capsys.readouterr().err
+
+
+def test_calibration_groups_set_how_many_models_and_what_each_sees(capsys, monkeypatch):
+    # --calibrate_groups 6 on 6 speakers: crossfit holds out each speaker alone (six calibration
+    # models, each on five speakers); fewer than 2 groups is refused on the command line and in
+    # the library. The default, 3, stays out of a run's identity, so runs trained before the
+    # option existed keep theirs; any other value enters it.
+    import argparse
+    import re
+
+    from genser import trainer
+    from genser.bin import train
+    from genser import experiment
+
+    case = calibration_case()
+    case["params"] = {**case["params"], "calibrate_groups": 6}
+    t, report = trainer.calibrate_inner(**case, where="test", crossfit=True)
+    assert "in 6 group(s) of 6 (" in report
+    assert sorted(re.search(r"\(([^()]*)\): NLL", report).group(1).split()) == [f"s{s}" for s in range(6)]
+    t, report = trainer.calibrate_inner(**case, where="test", crossfit=False)
+    assert "of 1 held-out training speaker(s) in 1 group(s) of 6" in report
+    with pytest.raises(ValueError, match="at least 2 speaker groups"):
+        trainer.calibration_groups(case["train_utts"], case["targets"], case["spk"], 0, 1)
+    with pytest.raises(SystemExit):
+        train.get_parser().parse_args(["--feat_dir", "f", "--data_dir", "d", "--labels", "l", "--exp_dir", "e",
+                                       "--calibrate_groups", "1"])
+    assert "need at least 2 groups" in capsys.readouterr().err
+
+    monkeypatch.setattr(experiment, "dump_digest", lambda reader: "dump")  # no dump here
+    params = argparse.Namespace(**{**trainer.TRAIN_DEFAULTS, "task": "emotion", "data_dir": "no/such/dir", "seed": 0})
+    assert "calibrate_groups" not in experiment.identity_parts(params, "1", ["a"], {}, None)
+    params.calibrate_groups = 5
+    assert experiment.identity_parts(params, "1", ["a"], {}, None)["calibrate_groups"] == 5

@@ -80,12 +80,22 @@ def get_parser():
                         "'all' (all the speaker's clips), '1 all' (also the clip alone, as a test clip is)")
     p.add_argument("--calibrate", default=d["calibrate"], choices=trainer.CALIBRATE,
                    help="crossfit: fit the posteriors' temperature on held-out training speakers after training, "
-                        "every third of them held out in turn (three extra trainings on the others); inner: one "
-                        "third only (one extra training); none: temperature 1")
+                        "every speaker group held out in turn (one extra training per group, on the others); "
+                        "inner: one group only (one extra training); none: temperature 1")
+    p.add_argument("--calibrate_groups", type=_at_least_two, default=d["calibrate_groups"],
+                   help="speaker groups the training speakers are dealt into for calibration (at most one per "
+                        "speaker); crossfit trains one calibration model per group, each on the other groups")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=0, help="torch threads per process (0: torch default)")
     return p
+
+
+def _at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"need at least 2 groups (one held out, one to train on), got {value}")
+    return value
 
 
 def _yaml_dict(text):
