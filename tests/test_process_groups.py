@@ -246,7 +246,9 @@ def test_the_synth_recipe_killed_in_stage_1_and_hung_up_in_stage_3(tmp_path):
 
     proc = start("--stage", "3", "--stop_stage", "3")
     assert wait_for(lambda: started("exp/*/seed0/genser/log/train.*.log"), 60)
-    time.sleep(2)  # into the training processes
+    # into the training processes: once a fold holds its lock (a fixed sleep was too short on a
+    # loaded machine, where importing torch alone takes seconds)
+    assert wait_for(lambda: any(recipe.glob("exp/*/seed0/*/fold_*/.lock")), 60)
     os.killpg(proc.pid, signal.SIGHUP)
     proc.wait(timeout=30)
     assert wait_for(lambda: not _recipe_processes(recipe), 15), _recipe_processes(recipe)
