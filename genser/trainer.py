@@ -66,7 +66,7 @@ TRAIN_DEFAULTS = {
     "calibrate": "crossfit",
     # At most one group per speaker. Each calibration model sees (groups - 1) / groups of the
     # fold's training speakers, is less accurate than the fold's model, and fits it a T that is
-    # too high; 5 groups narrowed that gap only partly on EmoDB at 5/3 the cost (docs/METHOD.md
+    # too high; 5 groups narrowed that gap only partly on EmoDB at twice the cost (docs/METHOD.md
     # §6 "Where T is fitted").
     "calibrate_groups": 3,
 }
@@ -413,9 +413,9 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     outside one of ``params["calibrate_groups"]`` inner groups (with like label distributions:
     genser.folds.label_balanced_groups) and decodes the held-out group clip by clip (the headline
     protocol); with ``crossfit`` every group is held out in turn (one model per group), so that
-    every training speaker is decoded once. The temperature
-    minimises the scoring rule of the model's ``posterior.fit`` (NLL by default) on the pooled
-    held-out posteriors. The test fold is never read.
+    every training speaker is decoded once. The temperature minimises the scoring rule of the
+    model's ``posterior.fit`` (NLL by default) on the pooled held-out posteriors. The test fold is
+    never read.
     """
     from genser.calibration import brier, fit_temperature, nll, temperature_scale
     from genser.decoding import decode
@@ -447,8 +447,9 @@ def calibrate_inner(*, build, sources, train_utts, targets, spk, norm_kind, para
     t = fit_temperature(probs, refs, hi=TEMPERATURE_BOUND, objective=objective)
     scaled = temperature_scale(probs, t)
     report = (f"temperature {t:.3f} (fitted by {objective}) from {len(refs)} utterances of {len(held_all)} "
-              f"held-out training speaker(s) in {len(used)} group(s) of {len(dealt)} ({' '.join(held_all)}): NLL {nll(probs, refs):.3f} -> "
-              f"{nll(scaled, refs):.3f}, Brier {brier(probs, refs):.3f} -> {brier(scaled, refs):.3f}")
+              f"held-out training speaker(s) in {len(used)} group(s) of {len(dealt)} ({' '.join(held_all)}): "
+              f"NLL {nll(probs, refs):.3f} -> {nll(scaled, refs):.3f}, Brier {brier(probs, refs):.3f} -> "
+              f"{brier(scaled, refs):.3f}")
     if t >= 0.999 * TEMPERATURE_BOUND:
         # the score still falls at the bound: uniform posteriors beat the model's on these speakers
         report += (f"; at the search bound {TEMPERATURE_BOUND:g}: the held-out posteriors are no better than "

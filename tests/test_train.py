@@ -374,9 +374,8 @@ def test_calibration_groups_set_how_many_models_and_what_each_sees(capsys, monke
     import argparse
     import re
 
-    from genser import trainer
+    from genser import experiment, trainer
     from genser.bin import train
-    from genser import experiment
 
     case = calibration_case()
     case["params"] = {**case["params"], "calibrate_groups": 6}
