@@ -15,9 +15,9 @@ outer test fold, nor the data its own temperature was fitted on.
 (genser.trainer.calibrate_inner): for each inner group's model, calibration models are trained
 within its own fit speakers (``--calibration_groups`` label-balanced groups, 3 as genser-train's
 default; one held out, or each in turn), T is fitted on their held-out outputs and applied to
-that model's outputs on the held-out inner group. This
-keeps what leave-one-group-out hides: the calibration models see fewer speakers than the model
-they calibrate, so their T can be too high for it.
+that model's outputs on the held-out inner group. This keeps what leave-one-group-out hides: the
+calibration models see fewer speakers than the model they calibrate, so their T can be too high
+for it.
 
 Gen-SER's maps (x = the sampler's terminal sample, nsteps 1; c_k the codes, tau = tm.ce_tau):
 - ``cosine``: softmax(cos(x, c_k) / tau), the posteriors genser has given so far;
