@@ -188,17 +188,22 @@ def recipe_scaled(main_outputs, calibration_outputs, objective):
     return np.concatenate(refs), np.concatenate(probs), temps
 
 
-def held_out_accuracy(results, calibration):
+def held_out_accuracy(mapped, calibrated_by):
     """Lines giving each head's accuracy on its held-out clips, pooled: the inner models', and
-    the calibration models' where there are any (weaker models fit a higher T, docs/METHOD.md §6)."""
-    def accuracy(outputs, model):  # Gen-SER decides by the nearest code (cosine), as genser does
-        right = [(raw["logits"] if "logits" in raw else maps_of(raw, [])["cosine"]).argmax(1) == refs
-                 for key, (refs, raw) in outputs.items() if key[2] == model]
-        return 100 * np.concatenate(right).mean()
-    lines = [f"Held-out accuracy, pooled: {model}: inner models {accuracy(results, model):.1f} %"
-             + (f", their calibration models {accuracy(calibration, model):.1f} %" if calibration else "")
-             for model in ("genser", "classifier")]
-    return [*(f"- {line}" for line in lines), ""]
+    the calibration models' where there are any (weaker models fit a higher T, docs/METHOD.md §6).
+    Both arguments as main() holds them: the maps of every model's outputs."""
+    def accuracy(outputs):  # Gen-SER decides by the nearest code (cosine), as genser does
+        return 100 * np.concatenate([maps.get("cosine", maps.get("softmax")).argmax(1) == refs
+                                     for refs, maps in outputs]).mean()
+    lines = []
+    for model in ("genser", "classifier"):
+        line = (f"Held-out accuracy, pooled: {model}: inner models "
+                f"{accuracy(v for k, v in mapped.items() if k[2] == model):.1f} %")
+        if calibrated_by:
+            line += (f", their calibration models "
+                     f"{accuracy(m for k, v in calibrated_by.items() if k[2] == model for m in v):.1f} %")
+        lines.append(f"- {line}")
+    return [*lines, ""]
 
 
 def calibration_of(refs, probs):
@@ -271,7 +276,7 @@ def main(argv=None):
         f"and mean per seed; its floor: the mean ECE those folds' confidences would score if perfectly "
         f"calibrated, genser.calibration.ece_floor), and pooled over every outer fold and seed; NLL and the AUROC of the largest "
         f"posterior against correctness pooled. Model config: genser.config.DEFAULT_CONFIG, tm.ce_weight "
-        f"{DEFAULT_CONFIG['tm']['ce_weight']}.", "", *held_out_accuracy(results, calibration),
+        f"{DEFAULT_CONFIG['tm']['ce_weight']}.", "", *held_out_accuracy(mapped, calibrated_by),
         "| model | map | T fitted by | ECE % per outer fold (per seed) | its floor | ECE % pooled | NLL | AUROC (max p) "
         "| median T |",
         "|---|---|---|---|---|---|---|---|---|", *rows])

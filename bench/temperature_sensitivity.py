@@ -61,9 +61,9 @@ def main(argv=None):
     rows = []
     for system in systems:
         per_seed = [pooled(seed / system) for seed in seeds if (seed / system).is_dir()]
-        eces = np.array([[100 * ece(q.max(1), q.argmax(1) == r) for q in
-                          (temperature_scale(p, f) for f in factors)] for p, r in per_seed])
-        nlls = np.array([[nll(temperature_scale(p, f), r) for f in factors] for p, r in per_seed])
+        scaled = [[(temperature_scale(p, f), r) for f in factors] for p, r in per_seed]
+        eces = np.array([[100 * ece(q.max(1), q.argmax(1) == r) for q, r in row] for row in scaled])
+        nlls = np.array([[nll(q, r) for q, r in row] for row in scaled])
         floor = [100 * ece_floor(p.max(1)) for p, _ in per_seed]
         rows.append(f"| {system} | ECE % | " + " | ".join(
             f"{m:.1f} ({' / '.join(f'{e:.1f}' for e in col)})" for m, col in zip(eces.mean(0), eces.T))

@@ -33,6 +33,16 @@ def _check_probs(probs, targets=None):
     return probs, targets
 
 
+def _bin_index(conf, n_bins):
+    """The (lo, hi] bin of each confidence in ``conf`` (1-D, in [0, 1]) among ``n_bins`` equal-width
+    bins: ceil(conf * n) - 1, with conf = 0 in the first bin."""
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
+    if conf.size and (conf.min() < 0 or conf.max() > 1 or not np.isfinite(conf).all()):
+        raise ValueError("conf must lie in [0, 1]")
+    return np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, int(n_bins) - 1)
+
+
 def reliability(conf, correct, n_bins=15):
     """Reliability-diagram data over ``n_bins`` equal-width confidence bins of [0, 1].
 
@@ -44,13 +54,8 @@ def reliability(conf, correct, n_bins=15):
     correct = np.asarray(correct, dtype=bool)
     if conf.shape != correct.shape or conf.ndim != 1:
         raise ValueError(f"conf and correct must be 1-D of one length, got {conf.shape} and {correct.shape}")
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
-    if conf.size and (conf.min() < 0 or conf.max() > 1 or not np.isfinite(conf).all()):
-        raise ValueError("conf must lie in [0, 1]")
+    index = _bin_index(conf, n_bins)
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
-    # (lo, hi]: index = ceil(conf * n) - 1, with conf = 0 in the first bin
-    index = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
     bins = []
     for b in range(int(n_bins)):
         mask = index == b
@@ -82,19 +87,18 @@ def ece_floor(conf, n_bins=15):
     from calibration on this many clips (docs/METHOD.md §6).
     """
     conf = np.asarray(conf, dtype=np.float64)
-    bins = reliability(conf, np.zeros(conf.shape, dtype=bool), n_bins)  # validates; the bins' sizes
+    if conf.ndim != 1:
+        raise ValueError(f"conf must be 1-D, got {conf.shape}")
+    index = _bin_index(conf, n_bins)
     if not conf.size:
         raise ValueError("ece_floor of an empty set")
-    index = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, int(n_bins) - 1)
     total = 0.0
-    for b, info in enumerate(bins):
+    for b in np.unique(index):
         c = conf[index == b]
-        if not c.size:
-            continue
         pmf = np.ones(1)
         for ci in c:  # add one clip: right with probability ci
             pmf = np.concatenate([pmf * (1.0 - ci), [0.0]]) + np.concatenate([[0.0], pmf * ci])
-        total += info["count"] * float(pmf @ np.abs(np.arange(c.size + 1) / c.size - c.mean()))
+        total += c.size * float(pmf @ np.abs(np.arange(c.size + 1) / c.size - c.mean()))
     return total / conf.size
 
 
